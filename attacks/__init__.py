@@ -1,0 +1,1 @@
+"""Red-team code used by tests and benchmarks: corpora, backdoors, restoration attacks."""

@@ -1,0 +1,1 @@
+"""Backdoor attacks against merging: vision (BadNets patch, BadMerging) and LM (trigger token, amplified vectors)."""
