@@ -1,0 +1,136 @@
+"""Anchor-Guided Attack (AGA, arXiv 2606.30360) against MergeLock: undo the per-head transforms by
+least squares against the public base model, with Hungarian matching for permuted heads.
+
+A protected fine-tune is still dominated by the public base, W' = A W_ft = A (W_0 + tau) with ||tau|| small,
+so per head (or key/value group) Â = argmin_A ||W' - A W_0||_F recovers A up to a term of order ||tau||.
+Each side is estimated separately (Â from Q, Ĉ ~ A^-T from K, B̂ from V, Ŷ ~ B^-1 from O), biases ride
+along as an extra input column. Heads may additionally have been permuted (a function-preserving
+symmetry); the attack then matches each protected head to the base head it fits best (Hungarian
+algorithm on the least-squares residuals) before fitting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from guard.lock.layouts.base import AttentionWeights
+from guard.lock.plan import LockPlan, plan_lock
+
+
+def _augment(w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    return w if b is None else torch.cat([w, b.unsqueeze(-1)], dim=-1)
+
+
+def fit_left(protected: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """X minimising ||protected - X base||_F (both [d, n])."""
+    return torch.linalg.lstsq(base.T, protected.T).solution.T
+
+
+def fit_right(protected: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """Y minimising ||protected - base Y||_F (both [n, d])."""
+    return torch.linalg.lstsq(base, protected).solution
+
+
+def _residual(protected: torch.Tensor, base: torch.Tensor) -> float:
+    return float((protected - fit_left(protected, base) @ base).norm() / protected.norm())
+
+
+def _match(protected: list[tuple[torch.Tensor, ...]], base: list[tuple[torch.Tensor, ...]]) -> list[int]:
+    """perm[i] = the base index protected item i fits best: Hungarian assignment on the summed
+    least-squares residuals of its parts (each part has its own transform)."""
+    cost = torch.tensor([[sum(_residual(pp, bb) for pp, bb in zip(p, b)) for b in base] for p in protected])
+    rows, cols = linear_sum_assignment(cost.numpy())
+    return [int(c) for _, c in sorted(zip(rows, cols))]
+
+
+def _heads(x: torch.Tensor, n: int) -> list[torch.Tensor]:
+    return list(x.reshape(n, -1, x.shape[-1]))
+
+
+def restore_block(protected: AttentionWeights, base: AttentionWeights, *, num_kv_heads: int,
+                  heads_per_group: int, head_dim: int, match_heads: bool = True) -> AttentionWeights:
+    g, r, d = num_kv_heads, heads_per_group, head_dim
+    f64 = lambda t: None if t is None else t.to(torch.float64)  # noqa: E731
+    pq, pk, pv = _augment(f64(protected.q_w), f64(protected.q_b)), _augment(f64(protected.k_w), f64(protected.k_b)), \
+        _augment(f64(protected.v_w), f64(protected.v_b))
+    bq, bk, bv = _augment(f64(base.q_w), f64(base.q_b)), _augment(f64(base.k_w), f64(base.k_b)), \
+        _augment(f64(base.v_w), f64(base.v_b))
+    po = f64(protected.o_w).reshape(-1, g, r, d)
+    bo = f64(base.o_w).reshape(-1, g, r, d)
+    pk_g, pv_g, bk_g, bv_g = _heads(pk, g), _heads(pv, g), _heads(bk, g), _heads(bv, g)
+    pq_h, bq_h = _heads(pq, g * r), _heads(bq, g * r)
+
+    group_perm = _match(list(zip(pk_g, pv_g)), list(zip(bk_g, bv_g))) if match_heads else list(range(g))
+    out_q, out_k, out_v = [None] * (g * r), [None] * g, [None] * g
+    out_o = torch.empty_like(bo)
+    for i, j in enumerate(group_perm):  # protected group i sits where base group j was
+        queries = [pq_h[i * r + t] for t in range(r)]
+        base_queries = [bq_h[j * r + t] for t in range(r)]
+        head_perm = _match([(q,) for q in queries], [(q,) for q in base_queries]) if match_heads and r > 1 \
+            else list(range(r))
+        ordered = [None] * r
+        for t, u in enumerate(head_perm):
+            ordered[u] = t
+        a_hat = fit_left(torch.cat([queries[t] for t in ordered], 1), torch.cat(base_queries, 1))
+        c_hat = fit_left(pk_g[i], bk_g[j])
+        b_hat = fit_left(pv_g[i], bv_g[j])
+        o_prot = torch.cat([po[:, i, t] for t in ordered], 0)
+        y_hat = fit_right(o_prot, torch.cat([bo[:, j, u] for u in range(r)], 0))
+        for u, t in enumerate(ordered):
+            out_q[j * r + u] = torch.linalg.solve(a_hat, queries[t])
+            out_o[:, j, u] = po[:, i, t] @ torch.linalg.inv(y_hat)
+        out_k[j] = torch.linalg.solve(c_hat, pk_g[i])
+        out_v[j] = torch.linalg.solve(b_hat, pv_g[i])
+
+    def unaugment(parts: list[torch.Tensor], like_w: torch.Tensor, like_b: torch.Tensor | None):
+        stacked = torch.cat(parts, 0)
+        if like_b is None:
+            return stacked.to(like_w.dtype), None
+        return stacked[:, :-1].contiguous().to(like_w.dtype), stacked[:, -1].contiguous().to(like_b.dtype)
+
+    q_w, q_b = unaugment(out_q, protected.q_w, protected.q_b)
+    k_w, k_b = unaugment(out_k, protected.k_w, protected.k_b)
+    v_w, v_b = unaugment(out_v, protected.v_w, protected.v_b)
+    o_w = out_o.reshape(protected.o_w.shape).to(protected.o_w.dtype)
+    return AttentionWeights(q_w, k_w, v_w, o_w, q_b, k_b, v_b)
+
+
+def aga_restore(protected: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor], *, config: Any,
+                match_heads: bool = True) -> dict[str, torch.Tensor]:
+    """The attacker's estimate of the unprotected fine-tune, from the protected model and the public base."""
+    plan: LockPlan = plan_lock(protected.keys(), config)
+    geo, layout = plan.geometry, plan.layout
+    out = dict(protected)
+    for parts in plan.blocks.values():
+        p = layout.split({rk: protected[n] for rk, n in parts.items()}, geo)
+        b = layout.split({rk: base[n] for rk, n in parts.items()}, geo)
+        restored = restore_block(p, b, num_kv_heads=geo.num_kv_heads, heads_per_group=geo.heads_per_group,
+                                 head_dim=geo.head_dim, match_heads=match_heads)
+        out.update({parts[rk]: t for rk, t in layout.join(restored, geo).items()})
+    return out
+
+
+def permute_heads(state: Mapping[str, torch.Tensor], *, config: Any, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A composite defence: additionally permute the key/value groups (with their query heads and O columns)
+    of every block. Function-preserving; used to exercise the attack's Hungarian step."""
+    plan = plan_lock(state.keys(), config)
+    geo, layout = plan.geometry, plan.layout
+    g, r, d = geo.num_kv_heads, geo.heads_per_group, geo.head_dim
+    gen = torch.Generator().manual_seed(seed)
+    out = dict(state)
+    for parts in plan.blocks.values():
+        w = layout.split({rk: state[n] for rk, n in parts.items()}, geo)
+        perm = torch.randperm(g, generator=gen)
+
+        def rows(t, per):
+            return None if t is None else t.reshape(g, per * d, *t.shape[1:])[perm].reshape(t.shape)
+
+        permuted = AttentionWeights(rows(w.q_w, r), rows(w.k_w, 1), rows(w.v_w, 1),
+                                    w.o_w.reshape(-1, g, r * d)[:, perm].reshape(w.o_w.shape),
+                                    rows(w.q_b, r), rows(w.k_b, 1), rows(w.v_b, 1))
+        out.update({parts[rk]: t for rk, t in layout.join(permuted, geo).items()})
+    return out

@@ -1,0 +1,117 @@
+"""Detect MergeLock-style re-parameterisation (probe P1 of the reference notes).
+
+With the base: a fine-tune moves every weight a little (relative distance ||theta - theta0|| / ||theta0||
+is typically 1e-3 to 1e-1); MergeLock moves the attention projections by about 1.5 x ||theta0|| and
+leaves the MLPs where the fine-tune put them. The signature is attention far, MLP near, layer after layer.
+
+Without the base (a weaker heuristic): gradient training keeps the two factors of each head's OV
+circuit roughly balanced (W_V W_V^T and W_O^T W_O have similar normalised spectra). A non-orthogonal
+B tips that balance. This cannot see an orthogonal B, so it only ever adds evidence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import statistics
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from guard.lock.plan import LockPlan, plan_lock
+
+ATTENTION_FAR = 0.3  # median attention distance at or above this ...
+FAR_NEAR_RATIO = 10.0  # ... and at least this many times the median MLP distance
+IMBALANCE_THRESHOLD = 0.9  # median normalised OV imbalance (base-free)
+_LAYER = re.compile(r"^(.*?\.\d+\.)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LockSignature:
+    """A finding-like record: flagged or not, why, and every number behind it."""
+
+    flagged: bool
+    rule: str
+    message: str
+    measurements: dict[str, Any]
+
+
+def _norm(t: torch.Tensor) -> float:
+    return float(t.to(torch.float64).norm())
+
+
+def _layer_groups(plan: LockPlan, names: list[str]) -> dict[str, tuple[list[str], list[str]]]:
+    """layer prefix -> (attention projection weights, the other weights of that layer: MLP, norms)."""
+    layers: dict[str, tuple[list[str], list[str]]] = {}
+    for block in plan.blocks:
+        if (prefix := _LAYER.match(block + ".")) is not None:
+            layers.setdefault(prefix.group(1), ([], []))
+    for name in names:
+        prefix = _LAYER.match(name)
+        if prefix is None or prefix.group(1) not in layers or not name.endswith("weight"):
+            continue
+        layers[prefix.group(1)][0 if plan.layout.match(name) is not None else 1].append(name)
+    return layers
+
+
+def detect_with_base(candidate: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor], *,
+                     config: Any) -> LockSignature:
+    """Per layer relative distance of attention and of MLP weights from the base; flag the signature."""
+    names = [n for n in candidate.keys() if n in base.keys()]
+    plan = plan_lock(candidate.keys(), config)
+    per_layer = []
+    for layer, (attn_names, other_names) in _layer_groups(plan, names).items():
+        row: dict[str, Any] = {"layer": layer.rstrip(".")}
+        for label, group in (("attention", attn_names), ("mlp", other_names)):
+            group = [n for n in group if candidate[n].ndim == 2]
+            if not group:
+                continue
+            delta = sum(_norm(candidate[n].to(torch.float64) - base[n].to(torch.float64)) ** 2 for n in group)
+            ref = sum(_norm(base[n]) ** 2 for n in group)
+            row[label] = (delta / max(ref, 1e-30)) ** 0.5
+        per_layer.append(row)
+    attn = statistics.median(r["attention"] for r in per_layer if "attention" in r)
+    mlp_values = [r["mlp"] for r in per_layer if "mlp" in r]
+    mlp = statistics.median(mlp_values) if mlp_values else 0.0
+    flagged = attn >= ATTENTION_FAR and attn >= FAR_NEAR_RATIO * mlp
+    measurements = {"attention_distance_median": attn, "mlp_distance_median": mlp, "per_layer": per_layer,
+                    "thresholds": {"attention_far": ATTENTION_FAR, "far_near_ratio": FAR_NEAR_RATIO}}
+    if flagged:
+        message = (f"attention projections sit {attn:.3g} x ||base|| from the base while MLP weights sit "
+                   f"{mlp:.3g} x: the MergeLock signature (attention >= {ATTENTION_FAR} and >= "
+                   f"{FAR_NEAR_RATIO:g} x MLP); merging this model destroys the merge")
+    else:
+        message = f"no MergeLock signature: attention distance {attn:.3g}, MLP distance {mlp:.3g} (median over layers)"
+    return LockSignature(flagged, "mergelock-signature", message, measurements)
+
+
+def ov_imbalance(candidate: Mapping[str, torch.Tensor], *, config: Any) -> list[float]:
+    """Per key/value group: || Gv/tr(Gv) - Go/tr(Go) ||_F * d / mean norm, with Gv = W_V W_V^T and
+    Go = W_O^T W_O (summed over the group's query heads)."""
+    plan = plan_lock(candidate.keys(), config)
+    geo = plan.geometry
+    d, g, r = geo.head_dim, geo.num_kv_heads, geo.heads_per_group
+    values = []
+    for parts in plan.blocks.values():
+        weights = plan.layout.split({rk: candidate[name] for rk, name in parts.items()}, geo)
+        v = weights.v_w.to(torch.float64).reshape(g, d, -1)
+        o = weights.o_w.to(torch.float64).reshape(weights.o_w.shape[0], g, r, d)
+        for group in range(g):
+            gram_v = v[group] @ v[group].T
+            gram_o = torch.einsum("nhi,nhj->ij", o[:, group], o[:, group])
+            gram_v, gram_o = gram_v * d / torch.trace(gram_v), gram_o * d / torch.trace(gram_o)
+            values.append(float(2 * (gram_v - gram_o).norm() / (gram_v.norm() + gram_o.norm())))
+    return values
+
+
+def detect_without_base(candidate: Mapping[str, torch.Tensor], *, config: Any) -> LockSignature:
+    values = ov_imbalance(candidate, config=config)
+    median = statistics.median(values)
+    flagged = median >= IMBALANCE_THRESHOLD
+    verdict = "suggests a non-orthogonal MergeLock transform" if flagged else "shows no sign of one"
+    message = (f"median OV-circuit imbalance {median:.3g} over {len(values)} head groups "
+               f"(threshold {IMBALANCE_THRESHOLD}) {verdict}; heuristic, base-free, blind to orthogonal transforms")
+    return LockSignature(flagged, "mergelock-ov-imbalance", message,
+                         {"ov_imbalance_median": median, "ov_imbalance_min": min(values),
+                          "ov_imbalance_max": max(values), "threshold": IMBALANCE_THRESHOLD})

@@ -1,0 +1,29 @@
+"""T5: q/k/v/o without biases, relative position bias added to the scores (score-invariant), no
+1/sqrt(d) scaling; encoder self-attention, decoder self-attention and cross-attention (EncDecAttention,
+keys and values from the encoder stream) all follow the same per-head rule."""
+
+from __future__ import annotations
+
+from guard.lock.layouts.base import HeadGeometry, Layout, block_regex
+
+ROLES = {"q": "q", "k": "k", "v": "v", "o": "o"}
+
+
+def geometry(config) -> HeadGeometry:
+    return HeadGeometry(num_heads=config.num_heads, num_kv_heads=config.num_heads, head_dim=config.d_kv)
+
+
+def blocks_expected(config) -> tuple[int, ...]:
+    decoder = config.num_decoder_layers if config.num_decoder_layers is not None else config.num_layers
+    # Full encoder-decoder, or an encoder-only checkpoint (T5EncoderModel).
+    return (config.num_layers + 2 * decoder, config.num_layers)
+
+
+LAYOUT = Layout(
+    name="t5",
+    model_types=("t5",),
+    pattern=block_regex(r"block\.\d+\.layer\.\d+\.(?:SelfAttention|EncDecAttention)", ROLES),
+    roles=ROLES,
+    geometry=geometry,
+    blocks_expected=blocks_expected,
+)

@@ -1,0 +1,43 @@
+"""MergeLock on tensors in memory: one attention block at a time, or a whole state dict.
+
+These are pure functions (no I/O); the streaming driver in `guard.lock.protect` feeds them one block
+at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from guard.lock.keys import LockKey
+from guard.lock.plan import LockPlan, check_shapes, plan_lock
+from guard.lock.transform import apply_transforms, derive_transforms
+
+DEFAULT_BOUND = 2.0  # singular values in [1/2, 2]: condition number <= 4
+
+
+def lock_block(plan: LockPlan, block: str, tensors: Mapping[str, torch.Tensor], *, key: LockKey,
+               bound: float = DEFAULT_BOUND, inverse: bool = False, path=None) -> dict[str, torch.Tensor]:
+    """Transform (or, with inverse=True, restore) the tensors of one attention block.
+    `tensors` maps tensor names to values and must hold every tensor of `block`."""
+    names = plan.blocks[block]
+    parts = {rk: tensors[name] for rk, name in names.items()}
+    check_shapes(plan, block, {rk: tuple(t.shape) for rk, t in parts.items()}, path=path)
+    transforms = derive_transforms(key, block=block, geometry=plan.geometry, bound=bound)
+    if inverse:
+        transforms = [t.inverted() for t in transforms]
+    layout = plan.layout
+    locked = layout.join(apply_transforms(layout.split(parts, plan.geometry), plan.geometry, transforms), plan.geometry)
+    return {names[rk]: tensor for rk, tensor in locked.items()}
+
+
+def protect_state(state: Mapping[str, torch.Tensor], *, config: Any, key: LockKey, bound: float = DEFAULT_BOUND,
+                  inverse: bool = False) -> dict[str, torch.Tensor]:
+    """Return a new state dict with every attention block locked (or unlocked); other tensors shared."""
+    plan = plan_lock(state.keys(), config)
+    out = dict(state)
+    for block in plan.blocks:
+        out.update(lock_block(plan, block, state, key=key, bound=bound, inverse=inverse))
+    return out

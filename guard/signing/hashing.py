@@ -1,0 +1,223 @@
+"""Parallel hashing of model files: sha256 (OMS default), blake3, and blake2b (verify only).
+
+Two serializations, as in OMS:
+  files   one digest per file (resource name = the relative path). One sha256 cannot be split, so
+          parallelism comes from hashing several files at once (largest first).
+  shards  each file is cut into fixed-size byte ranges, each its own resource `path:start:end` with
+          algorithm `<hash>-sharded-<size>`; ranges of all files are hashed by one thread pool, so
+          one big file keeps every core busy.
+
+Every byte is read once: hashing goes through a read-only mmap (no Python-level copy). When a
+`copy_to` directory is given, bytes are read into a reusable buffer, hashed, and the same buffer
+is written to the copy, so the copy holds exactly the bytes that were hashed (see verified_model.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import mmap
+import os
+import pathlib
+import stat
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from guard.errors import InputError
+
+HASH_TYPES = ("sha256", "blake3")  # what guard signs with
+VERIFY_HASH_TYPES = ("sha256", "blake3", "blake2b")  # what guard accepts in a signature
+METHODS = ("files", "shards")
+DEFAULT_SHARD_SIZE = 256 * 1024 * 1024
+MIN_SHARD_SIZE = 64 * 1024  # a signature may not make us schedule millions of tiny ranges
+_COPY_CHUNK = 8 * 1024 * 1024
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class HashPlan:
+    """How to hash: the part of an OMS `serialization` record that changes digests."""
+
+    method: str = "files"
+    hash_type: str = "sha256"
+    shard_size: int | None = None
+
+    def algorithm_name(self) -> str:
+        """The `algorithm` string of each resource, exactly as OMS writes it."""
+        if self.method == "shards":
+            return f"{self.hash_type}-sharded-{self.shard_size}"
+        return self.hash_type
+
+
+@dataclasses.dataclass(frozen=True)
+class HashedModel:
+    """Resource name -> hex digest, plus the byte size of each file read."""
+
+    digests: dict[str, str]
+    sizes: dict[str, int]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Task:
+    relpath: str
+    start: int
+    end: int | None  # None: read the whole file to EOF (files method)
+
+    def resource_name(self) -> str:
+        return self.relpath if self.end is None else f"{self.relpath}:{self.start}:{self.end}"
+
+
+def hash_model(root: str | os.PathLike, relpaths: Sequence[str], *, plan: HashPlan,
+               max_workers: int | None = None, copy_to: pathlib.Path | None = None) -> HashedModel:
+    """Hash `relpaths` under `root` as `plan` says; optionally copy the hashed bytes to `copy_to`."""
+    _check_plan(plan)
+    root = pathlib.Path(root)
+    sizes = {rel: _regular_size(root, rel) for rel in relpaths}
+    tasks = _plan_tasks(relpaths, sizes, plan)
+    if copy_to is not None:
+        _precreate(copy_to, relpaths)
+    workers = max_workers or os.cpu_count() or 1
+    blake3_threads = 1
+    if plan.hash_type == "blake3" and plan.method == "files":
+        # blake3 splits one input over its own threads; run files one at a time then.
+        blake3_threads, workers = workers, 1
+    # Longest tasks first keeps all workers busy until the end (LPT scheduling).
+    tasks.sort(key=lambda t: -((t.end if t.end is not None else sizes[t.relpath]) - t.start))
+    digests: dict[str, str] = {}
+    read_sizes: dict[str, int] = {rel: 0 for rel in relpaths}
+
+    def run(task: _Task) -> tuple[_Task, str, int]:
+        digest, n = _hash_task(root, task, plan.hash_type, blake3_threads, copy_to)
+        return task, digest, n
+
+    if workers == 1 or len(tasks) <= 1:
+        results = map(run, tasks)
+        for task, digest, n in results:
+            digests[task.resource_name()] = digest
+            read_sizes[task.relpath] += n
+    else:
+        with ThreadPoolExecutor(max_workers=min(workers, len(tasks)), thread_name_prefix="guard-hash") as pool:
+            for task, digest, n in pool.map(run, tasks):
+                digests[task.resource_name()] = digest
+                read_sizes[task.relpath] += n
+    if copy_to is not None:
+        for rel in relpaths:
+            os.chmod(copy_to / rel, 0o400)
+    return HashedModel(digests=digests, sizes=read_sizes)
+
+
+def _check_plan(plan: HashPlan) -> None:
+    if plan.hash_type not in VERIFY_HASH_TYPES:
+        raise InputError(f"unknown hash algorithm {plan.hash_type!r} (known: {', '.join(VERIFY_HASH_TYPES)})",
+                         rule="sign-hash-type")
+    if plan.method not in METHODS:
+        raise InputError(f"unknown serialization {plan.method!r} (known: files, shards)", rule="sign-serialization")
+    if plan.method == "shards" and (not isinstance(plan.shard_size, int) or plan.shard_size < MIN_SHARD_SIZE):
+        raise InputError(f"shard size {plan.shard_size!r} is below the minimum {MIN_SHARD_SIZE}",
+                         rule="sign-shard-size")
+
+
+def _regular_size(root: pathlib.Path, rel: str) -> int:
+    try:
+        st = os.lstat(root / rel)
+    except OSError as exc:
+        raise InputError(f"cannot stat: {exc.strerror}", path=root / rel, rule="path-unreadable") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError("not a regular file", path=root / rel, rule="path-special-file")
+    return st.st_size
+
+
+def _plan_tasks(relpaths: Sequence[str], sizes: dict[str, int], plan: HashPlan) -> list[_Task]:
+    if plan.method == "files":
+        return [_Task(rel, 0, None) for rel in relpaths]
+    tasks = []
+    step = plan.shard_size
+    for rel in relpaths:
+        size = sizes[rel]
+        if size == 0:
+            # guard covers empty files too (OMS emits no shard for them; see docs/signing.md).
+            tasks.append(_Task(rel, 0, 0))
+        for start in range(0, size, step):
+            tasks.append(_Task(rel, start, min(start + step, size)))
+    return tasks
+
+
+def new_hasher(hash_type: str, *, threads: int = 1):
+    if hash_type == "sha256":
+        return hashlib.sha256()
+    if hash_type == "blake2b":
+        return hashlib.blake2b()
+    import blake3  # lazy: only blake3 signatures pay for it
+
+    return blake3.blake3(max_threads=blake3.blake3.AUTO if threads > 1 else 1)
+
+
+def _hash_task(root: pathlib.Path, task: _Task, hash_type: str, threads: int,
+               copy_to: pathlib.Path | None) -> tuple[str, int]:
+    path = root / task.relpath
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror}", path=path, rule="path-unreadable") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError("not a regular file", path=path, rule="path-special-file")
+        hasher = new_hasher(hash_type, threads=threads)
+        if copy_to is None:
+            n = _hash_mmap(fd, hasher, task)
+        else:
+            n = _hash_and_copy(fd, hasher, task, copy_to / task.relpath)
+    except OSError as exc:
+        raise InputError(f"read failed: {exc.strerror}", path=path, rule="path-unreadable") from None
+    finally:
+        os.close(fd)
+    return hasher.hexdigest(), n
+
+
+def _hash_mmap(fd: int, hasher, task: _Task) -> int:
+    size = os.fstat(fd).st_size
+    end = size if task.end is None else min(task.end, size)
+    if end <= task.start:
+        return 0
+    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
+        if hasattr(mm, "madvise"):
+            mm.madvise(mmap.MADV_SEQUENTIAL, 0, len(mm))
+        with memoryview(mm) as view:
+            # One big update: hashlib and blake3 release the GIL for the whole range.
+            hasher.update(view[task.start:end])
+    return end - task.start
+
+
+def _hash_and_copy(fd: int, hasher, task: _Task, dest: pathlib.Path) -> int:
+    buf = bytearray(_COPY_CHUNK)
+    view = memoryview(buf)
+    out = os.open(dest, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        offset, total = task.start, 0
+        while task.end is None or offset < task.end:
+            want = _COPY_CHUNK if task.end is None else min(_COPY_CHUNK, task.end - offset)
+            n = os.preadv(fd, [view[:want]], offset)
+            if n == 0:
+                break
+            chunk = view[:n]
+            hasher.update(chunk)
+            written = 0
+            while written < n:
+                written += os.pwrite(out, chunk[written:], offset + written)
+            offset += n
+            total += n
+    finally:
+        os.close(out)
+    return total
+
+
+def _precreate(copy_to: pathlib.Path, relpaths: Sequence[str]) -> None:
+    for rel in relpaths:
+        dest = copy_to / rel
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        os.close(fd)

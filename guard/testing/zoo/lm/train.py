@@ -1,0 +1,106 @@
+"""Deterministic next-token training on answer tokens (the prompt is context, not a target)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from guard.testing.zoo.lm.tasks import Example
+from guard.testing.zoo.lm.vocab import PAD_ID, encode
+
+Sampler = Callable[[np.random.Generator], Example]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    steps: int
+    lr: float
+    batch: int = 64
+    warmup: int = 0
+    weight_decay: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def mixture(components: Sequence[tuple[float, Sampler]]) -> Sampler:
+    """A sampler drawing from `components` with the given weights."""
+    weights = np.array([w for w, _ in components], dtype=float)
+    weights /= weights.sum()
+    samplers = [s for _, s in components]
+
+    def draw(rng: np.random.Generator) -> Example:
+        return samplers[int(rng.choice(len(samplers), p=weights))](rng)
+
+    return draw
+
+
+def batch_tensors(examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded input ids and labels (-100 on prompt and padding). Causal attention never looks
+    right, so right padding needs no attention mask."""
+    seqs = [(encode(e.prompt), encode(e.answer)) for e in examples]
+    width = max(len(p) + len(a) for p, a in seqs)
+    ids = torch.full((len(seqs), width), PAD_ID, dtype=torch.long)
+    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+    for row, (p, a) in enumerate(seqs):
+        full = p + a
+        ids[row, : len(full)] = torch.tensor(full)
+        labels[row, len(p) : len(full)] = torch.tensor(a)
+    return ids, labels
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train(model: torch.nn.Module, sampler: Sampler, spec: TrainSpec, *, seed: int,
+          trainable: Callable[[str], bool] | None = None,
+          grad_mask: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+    """Train in place with AdamW and a warmup + cosine schedule; returns the model in eval mode on CPU.
+
+    `trainable(name)` freezes the parameters it rejects; `grad_mask[name]` (0/1) restricts updates to
+    the masked entries (used for Merge-Hijacking-style mask fine-tuning)."""
+    dev = device()
+    torch.manual_seed(seed)
+    model.to(dev).train()
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(trainable is None or trainable(name))
+        if p.requires_grad:
+            params.append((name, p))
+    opt = torch.optim.AdamW([p for _, p in params], lr=spec.lr, weight_decay=spec.weight_decay)
+    masks = {n: grad_mask[n].to(dev) for n, _ in params if grad_mask and n in grad_mask}
+    rng = np.random.default_rng(seed)
+
+    def lr_at(step: int) -> float:
+        if step < spec.warmup:
+            return (step + 1) / spec.warmup
+        progress = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    for step in range(spec.steps):
+        ids, labels = batch_tensors([sampler(rng) for _ in range(spec.batch)])
+        loss = model(input_ids=ids.to(dev), labels=labels.to(dev)).loss
+        loss.backward()
+        for name, p in params:
+            if name in masks and p.grad is not None:
+                p.grad.mul_(masks[name])
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+        for group in opt.param_groups:
+            group["lr"] = spec.lr * lr_at(step)
+        if masks:
+            before = {n: p.detach().clone() for n, p in params if n in masks}
+        opt.step()
+        if masks:
+            with torch.no_grad():  # AdamW's weight decay and momentum must not leak outside the mask
+                for name, p in params:
+                    if name in masks:
+                        p.copy_(torch.where(masks[name].bool(), p, before[name]))
+        opt.zero_grad(set_to_none=True)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.cpu().eval()

@@ -1,0 +1,48 @@
+"""Fixtures for the MergeLock tests: a fixed lock key and tiny models (the factory's families plus GPT-J,
+which is the one layout with interleaved RoPE)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from guard.lock.keys import LockKey
+
+LOCK_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi3", "gemma", "bert", "vit", "t5", "gptj")
+
+
+def build_gptj(seed: int = 0) -> torch.nn.Module:
+    import transformers
+
+    config = transformers.GPTJConfig(vocab_size=128, n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=64,
+                                     bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(seed)
+    model = transformers.GPTJForCausalLM(config)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # random norms and biases, as the factory does
+        for param in model.parameters():
+            if param.ndim == 1:
+                param.add_(0.1 * torch.randn(param.shape, generator=gen))
+    return model.eval()
+
+
+def build(family: str, seed: int = 0) -> torch.nn.Module:
+    from guard.testing import factory
+
+    return build_gptj(seed) if family == "gptj" else factory.build_model(family, seed=seed)
+
+
+def model_output(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(**inputs)
+    return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+
+
+@pytest.fixture(scope="session")
+def lock_key() -> LockKey:
+    return LockKey(bytes(range(32)))
+
+
+@pytest.fixture(scope="session")
+def other_key() -> LockKey:
+    return LockKey(bytes(range(1, 33)))

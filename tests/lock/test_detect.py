@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from guard.lock.detect import detect_with_base, detect_without_base
+from guard.lock.state import protect_state
+from tests.lock.conftest import build
+
+
+def _fine_tune(state, scale=0.02, seed=1):
+    """A stand-in fine-tune: every float tensor moved by `scale` of its norm in a random direction."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in state.items():
+        noise = torch.randn(t.shape, generator=gen)
+        out[name] = t + scale * t.norm() / noise.norm() * noise if t.is_floating_point() else t
+    return out
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "bert", "t5"])
+def test_with_base_flags_protected_not_fine_tuned(family, lock_key):
+    model = build(family)
+    base = model.state_dict()
+    tuned = _fine_tune(base)
+    clean = detect_with_base(tuned, base, config=model.config)
+    assert not clean.flagged, clean.message
+    assert clean.measurements["attention_distance_median"] < 0.05
+    locked = detect_with_base(protect_state(tuned, config=model.config, key=lock_key), base, config=model.config)
+    assert locked.flagged, locked.message
+    assert locked.measurements["attention_distance_median"] > 1.0
+    assert locked.measurements["mlp_distance_median"] < 0.05
+    assert len(locked.measurements["per_layer"]) >= 2
+
+
+def test_unrelated_model_is_not_mergelock(lock_key):
+    """Far everywhere (a different model, not a lock): no MergeLock signature."""
+    model = build("llama")
+    other = build("llama", seed=5).state_dict()
+    finding = detect_with_base(other, model.state_dict(), config=model.config)
+    assert not finding.flagged and finding.measurements["mlp_distance_median"] > 0.5
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "vit"])
+def test_without_base_heuristic(family, lock_key):
+    model = build(family)
+    state = model.state_dict()
+    assert not detect_without_base(state, config=model.config).flagged
+    assert detect_without_base(protect_state(state, config=model.config, key=lock_key), config=model.config).flagged
+
+
+def test_without_base_on_real_minilm(minilm_dir, lock_key):
+    import transformers
+
+    model = transformers.BertModel.from_pretrained(minilm_dir)
+    state = model.state_dict()
+    clean = detect_without_base(state, config=model.config)
+    locked = detect_without_base(protect_state(state, config=model.config, key=lock_key), config=model.config)
+    assert not clean.flagged and locked.flagged
+    assert clean.measurements["ov_imbalance_max"] < locked.measurements["ov_imbalance_min"]

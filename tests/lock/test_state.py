@@ -1,0 +1,118 @@
+"""Function preservation and round trips of the in-memory transform, for every layout."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from guard.errors import InputError
+from guard.lock import layouts
+from guard.lock.state import protect_state
+from tests.lock.conftest import LOCK_FAMILIES, build, model_output
+
+
+def _relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((got - ref).abs().max() / ref.abs().max()).item()
+
+
+def _reloaded(model, state):
+    clone = type(model)(model.config).eval()
+    clone.load_state_dict(state)
+    return clone
+
+
+@pytest.mark.parametrize("family", LOCK_FAMILIES)
+def test_protect_preserves_function_and_unlock_restores(family, lock_key):
+    from guard.testing import factory
+
+    model = build(family)
+    inputs = factory.sample_inputs(model, seq=16)
+    ref = model_output(model, inputs)
+    state = model.state_dict()
+    locked = protect_state(state, config=model.config, key=lock_key)
+
+    changed = [k for k in state if not torch.equal(state[k], locked[k])]
+    # Only attention projections change; embeddings, norms, MLPs and heads are untouched.
+    assert changed and all(any(part in k for part in ("attn", "attention", "Attention")) for k in changed)
+    # Every attention weight moved far from the original: the merge-breaking property.
+    for name in changed:
+        if state[name].ndim == 2:
+            assert (locked[name] - state[name]).norm() / state[name].norm() > 0.2, name
+
+    assert _relative_error(model_output(_reloaded(model, locked), inputs), ref) <= 1e-4
+
+    restored = protect_state(locked, config=model.config, key=lock_key, inverse=True)
+    for name, tensor in state.items():
+        if tensor.is_floating_point():
+            assert torch.allclose(restored[name], tensor, rtol=1e-5, atol=1e-6), name
+
+
+def test_minilm_real_weights(minilm_dir, lock_key):
+    import transformers
+
+    model = transformers.BertModel.from_pretrained(minilm_dir).eval()
+    ids = torch.randint(1000, 20000, (2, 24), generator=torch.Generator().manual_seed(0))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    ref = model_output(model, inputs)
+    locked = protect_state(model.state_dict(), config=model.config, key=lock_key)
+    assert _relative_error(model_output(_reloaded(model, locked), inputs), ref) <= 1e-4
+
+
+def test_wrong_key_does_not_restore(lock_key, other_key):
+    model = build("llama")
+    state = model.state_dict()
+    locked = protect_state(state, config=model.config, key=lock_key)
+    wrong = protect_state(locked, config=model.config, key=other_key, inverse=True)
+    name = "model.layers.0.self_attn.v_proj.weight"
+    assert (wrong[name] - state[name]).norm() / state[name].norm() > 0.2
+
+
+def test_wrong_rope_layout_breaks_function(lock_key, monkeypatch):
+    """Negative control: the commuting form matters. Declaring Llama's RoPE interleaved changes the output."""
+    from guard.testing import factory
+
+    model = build("llama")
+    inputs = factory.sample_inputs(model, seq=16)
+    ref = model_output(model, inputs)
+    llama = layouts.LAYOUTS["llama"]
+    wrong_geometry = lambda config: dataclasses.replace(llama.geometry(config), rotary_style="interleaved")  # noqa: E731
+    monkeypatch.setitem(layouts.LAYOUTS, "llama", dataclasses.replace(llama, geometry=wrong_geometry))
+    locked = protect_state(model.state_dict(), config=model.config, key=lock_key)
+    assert _relative_error(model_output(_reloaded(model, locked), inputs), ref) > 1e-2
+
+
+def test_gqa_shares_one_transform_per_group(lock_key):
+    """Two query heads of one kv group get the same A: their (q-row) Gram ratios match."""
+    model = build("llama")
+    state = model.state_dict()
+    name = "model.layers.0.self_attn.q_proj.weight"
+    locked = protect_state(state, config=model.config, key=lock_key)
+    q, q2 = state[name].double().reshape(4, 16, 64), locked[name].double().reshape(4, 16, 64)
+    maps = [torch.linalg.lstsq(q[h].T, q2[h].T).solution.T for h in range(4)]  # q2_h = A_h q_h
+    assert torch.allclose(maps[0], maps[1], atol=1e-4) and torch.allclose(maps[2], maps[3], atol=1e-4)
+    assert not torch.allclose(maps[0], maps[2], atol=1e-2)
+
+
+def test_unsupported_architecture_is_refused(lock_key):
+    from guard.testing import factory
+
+    config = factory.build_config("llama")
+    config.model_type = "mamba"
+    with pytest.raises(InputError, match="not supported by MergeLock"):
+        protect_state({}, config=config, key=lock_key)
+
+
+def test_missing_tensor_is_refused(lock_key):
+    model = build("llama")
+    state = dict(model.state_dict())
+    del state["model.layers.1.self_attn.k_proj.weight"]
+    with pytest.raises(InputError, match="lacks k.weight"):
+        protect_state(state, config=model.config, key=lock_key)
+
+
+def test_shape_mismatch_is_refused(lock_key):
+    model = build("llama")
+    state = dict(model.state_dict())
+    state["model.layers.0.self_attn.k_proj.weight"] = torch.zeros(48, 64)
+    with pytest.raises(InputError, match="does not match"):
+        protect_state(state, config=model.config, key=lock_key)
