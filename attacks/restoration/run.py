@@ -32,6 +32,8 @@ METHODS: dict[str, dict] = {
     "ties": {"density": 0.2, "scale": 1.0},
     "dare": {"drop": 0.9, "scale": 0.3, "combine": "task_arithmetic"},
 }
+BOUNDS = (2.0, 4.0, 8.0, 16.0)  # the default bound first
+ATTACK_BOUNDS = (2.0, 16.0)
 FIGURE_KEY = LockKey(hashlib.sha256(b"guard threat-model figures").digest())  # fixed: reproducible figures
 
 
@@ -61,95 +63,107 @@ def recovery(restored, truth, base, names) -> dict[str, float]:
             "cosine": float(torch.nn.functional.cosine_similarity(tau_hat, tau, dim=0))}
 
 
-def run(*, root=None) -> dict:
+def run(*, root=None, bounds=BOUNDS, attack_bounds=ATTACK_BOUNDS) -> dict:
     torch.set_num_threads(2)
     started = time.time()
     setup = load_setup(root=root)
-    tasks = list(TASKS)
-    config = setup.config
-    experts = setup.experts
-    protected = {t: protect_state(experts[t], config=config, key=FIGURE_KEY) for t in tasks}
-    restored = {t: aga_restore(protected[t], setup.base, config=config) for t in tasks}
+    tasks, config, experts = list(TASKS), setup.config, setup.experts
     names = _attention_names(setup)
+    protected = {(b, t): protect_state(experts[t], config=config, key=FIGURE_KEY, bound=b)
+                 for b in sorted(set(bounds) | set(attack_bounds)) for t in tasks}
+    restored = {(b, t): aga_restore(protected[(b, t)], setup.base, config=config) for b in attack_bounds for t in tasks}
 
     per_task = {}
     for t in tasks:
+        locked = protected[(bounds[0], t)]
+        with_base, without = detect_with_base(locked, setup.base, config=config), detect_without_base(locked, config=config)
         per_task[t] = {
             "chance": chance(t), "base": setup.evaluate(setup.base, t), "expert": setup.evaluate(experts[t], t),
-            "protected_standalone": setup.evaluate(protected[t], t),
-            "aga_recovery": recovery(restored[t], experts[t], setup.base, names),
-            "detect_clean": detect_with_base(experts[t], setup.base, config=config).measurements[
+            "protected_standalone": {str(b): setup.evaluate(protected[(b, t)], t) for b in bounds},
+            "aga_recovery": {str(b): recovery(restored[(b, t)], experts[t], setup.base, names) for b in attack_bounds},
+            "attention_distance_clean": detect_with_base(experts[t], setup.base, config=config).measurements[
                 "attention_distance_median"],
-            "detect_protected": detect_with_base(protected[t], setup.base, config=config).measurements[
-                "attention_distance_median"],
-            "detect_protected_mlp": detect_with_base(protected[t], setup.base, config=config).measurements[
-                "mlp_distance_median"],
+            "attention_distance_locked": with_base.measurements["attention_distance_median"],
+            "mlp_distance_locked": with_base.measurements["mlp_distance_median"],
+            "flagged_with_base": with_base.flagged,
             "ov_imbalance_clean": detect_without_base(experts[t], config=config).measurements["ov_imbalance_median"],
-            "ov_imbalance_protected": detect_without_base(protected[t], config=config).measurements[
-                "ov_imbalance_median"],
+            "ov_imbalance_locked": without.measurements["ov_imbalance_median"],
         }
 
-    rows = []
+    sweep, attacks = [], []
     for method, params in METHODS.items():
         def merge(pool):
             return merge_state_dicts(method, setup.base, pool, exclude=_is_head, **params)
 
+        def circuit(pool):
+            return circuit_merge(method, setup.base, pool, config=config, exclude=_is_head, **params)
+
         clean = merge([experts[t] for t in tasks])
-        circuit_clean = circuit_merge(method, setup.base, [experts[t] for t in tasks], config=config,
-                                      exclude=_is_head, **params)
+        circuit_clean = circuit([experts[t] for t in tasks])
         for t in tasks:
-            def with_expert(replacement):
+            floor = per_task[t]["chance"]
+            clean_acc = setup.evaluate(clean, t)
+
+            def swapped(replacement):
                 return [replacement if u == t else experts[u] for u in tasks]
 
-            locked = merge(with_expert(protected[t]))
-            attacked = merge(with_expert(restored[t]))
-            circuit_locked = circuit_merge(method, setup.base, with_expert(protected[t]), config=config,
-                                           exclude=_is_head, **params)
-            row = {
-                "method": method, "protected_task": t,
-                "clean_merge": setup.evaluate(clean, t),
-                "locked_merge": setup.evaluate(locked, t),
-                "aga_merge": setup.evaluate(attacked, t),
-                "circuit_clean_merge": setup.evaluate(circuit_clean, t),
-                "circuit_locked_merge": setup.evaluate(circuit_locked, t),
-                "others_clean": statistics.mean(setup.evaluate(clean, u) for u in tasks if u != t),
-                "others_locked": statistics.mean(setup.evaluate(locked, u) for u in tasks if u != t),
-            }
-            floor = per_task[t]["chance"]
-            for key in ("locked_merge", "aga_merge", "circuit_locked_merge"):
-                row[f"{key}_retained"] = retained(row[key], row["clean_merge"], floor)
-            row["locked_merge_raw_ratio"] = row["locked_merge"] / row["clean_merge"]
-            rows.append(row)
-    return {"per_task": per_task, "merges": rows, "methods": METHODS, "key_id": FIGURE_KEY.key_id,
-            "seconds": time.time() - started}
+            row = {"method": method, "protected_task": t, "clean_merge": clean_acc, "chance": floor}
+            for b in bounds:
+                acc = setup.evaluate(merge(swapped(protected[(b, t)])), t)
+                row[f"locked_{b:g}"] = acc
+                row[f"locked_{b:g}_retained"] = retained(acc, clean_acc, floor)
+            sweep.append(row)
+            circuit_clean_acc = setup.evaluate(circuit_clean, t)
+            for b in attack_bounds:
+                aga = setup.evaluate(merge(swapped(restored[(b, t)])), t)
+                circ = setup.evaluate(circuit(swapped(protected[(b, t)])), t)
+                attacks.append({"method": method, "protected_task": t, "bound": b, "clean_merge": clean_acc,
+                                "locked_merge": row[f"locked_{b:g}"] if b in bounds else None,
+                                "aga_merge": aga, "aga_retained": retained(aga, clean_acc, floor),
+                                "circuit_clean_merge": circuit_clean_acc, "circuit_locked_merge": circ,
+                                "circuit_retained": retained(circ, clean_acc, floor)})
+    return {"per_task": per_task, "sweep": sweep, "attacks": attacks, "methods": METHODS, "bounds": list(bounds),
+            "attack_bounds": list(attack_bounds), "key_id": FIGURE_KEY.key_id, "seconds": time.time() - started}
 
 
 def markdown(results: dict) -> str:
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    bounds, first = results["bounds"], results["bounds"][0]
     lines = ["<!-- generated by: python -m attacks.restoration.run --out docs/mergelock-figures.md -->",
-             "# MergeLock figures (digits-ViT setup)", "",
-             "## Experts and the protected standalone models", "",
-             "| task | chance | base | expert | protected expert alone | AGA: cos(tau_hat, tau) | AGA: "
-             "err/‖tau‖ | attn dist clean / locked | MLP dist locked | OV imbalance clean / locked |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "# MergeLock figures (digits-ViT setup, attacks/restoration/experts.py)", "",
+             f"## Experts, protected experts alone, detection (bound {first:g})", "",
+             "| task | chance | base | expert | protected expert alone (bound " + ", ".join(f"{b:g}" for b in bounds)
+             + ") | attention distance clean / locked | MLP distance locked | flagged | OV imbalance clean / locked |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for t, v in results["per_task"].items():
+        alone = " / ".join(pct(v["protected_standalone"][str(b)]) for b in bounds)
         lines.append(
-            f"| {t} | {pct(v['chance'])} | {pct(v['base'])} | {pct(v['expert'])} | {pct(v['protected_standalone'])} | "
-            f"{v['aga_recovery']['cosine']:.3f} | {v['aga_recovery']['error_over_tau']:.3f} | "
-            f"{v['detect_clean']:.3f} / {v['detect_protected']:.3f} | {v['detect_protected_mlp']:.3f} | "
-            f"{v['ov_imbalance_clean']:.3f} / {v['ov_imbalance_protected']:.3f} |")
-    lines += ["", "## Accuracy on the protected task after merging all four experts", "",
-              "retained = (acc - chance) / (clean merge acc - chance); 0% means the protected task is at chance.",
-              "",
-              "| method | protected task | clean merge | with protected expert (retained) | after AGA (retained) | "
-              "circuit-space merge, clean / with protected (retained) | other tasks, clean / locked |",
+            f"| {t} | {pct(v['chance'])} | {pct(v['base'])} | {pct(v['expert'])} | {alone} | "
+            f"{v['attention_distance_clean']:.3f} / {v['attention_distance_locked']:.3f} | "
+            f"{v['mlp_distance_locked']:.3f} | {v['flagged_with_base']} | "
+            f"{v['ov_imbalance_clean']:.3f} / {v['ov_imbalance_locked']:.3f} |")
+    lines += ["", "## Unmergeability: accuracy on the protected task after merging all four experts, one protected", "",
+              "retained = (acc - chance) / (clean merge acc - chance): 0% = chance, 100% = unharmed. "
+              "The acceptance goal is retained <= 5%.", "",
+              "| method | protected task | clean merge | " + " | ".join(f"bound {b:g} (retained)" for b in bounds) + " |",
+              "|---|---|---|" + "---|" * len(bounds)]
+    for r in results["sweep"]:
+        cells = " | ".join(f"{pct(r[f'locked_{b:g}'])} ({pct(r[f'locked_{b:g}_retained'])})" for b in bounds)
+        lines.append(f"| {r['method']} | {r['protected_task']} | {pct(r['clean_merge'])} | {cells} |")
+    lines += ["", "## Attacks: the protected task after merging the attacker's version of the protected expert", "",
+              "| bound | method | protected task | clean merge | with protected expert | AGA restore, then merge "
+              "(retained) | circuit-space merge: clean / with protected (retained) |",
               "|---|---|---|---|---|---|---|"]
-    for r in results["merges"]:
+    for r in results["attacks"]:
+        locked = "n/a" if r["locked_merge"] is None else pct(r["locked_merge"])
         lines.append(
-            f"| {r['method']} | {r['protected_task']} | {pct(r['clean_merge'])} | {pct(r['locked_merge'])} "
-            f"({pct(r['locked_merge_retained'])}) | {pct(r['aga_merge'])} ({pct(r['aga_merge_retained'])}) | "
-            f"{pct(r['circuit_clean_merge'])} / {pct(r['circuit_locked_merge'])} "
-            f"({pct(r['circuit_locked_merge_retained'])}) | {pct(r['others_clean'])} / {pct(r['others_locked'])} |")
+            f"| {r['bound']:g} | {r['method']} | {r['protected_task']} | {pct(r['clean_merge'])} | {locked} | "
+            f"{pct(r['aga_merge'])} ({pct(r['aga_retained'])}) | {pct(r['circuit_clean_merge'])} / "
+            f"{pct(r['circuit_locked_merge'])} ({pct(r['circuit_retained'])}) |")
+    lines += ["", "AGA recovery of the attention task vector (cosine with the true tau; error / ||tau||):", ""]
+    for t, v in results["per_task"].items():
+        parts = [f"bound {b}: cos {r['cosine']:.3f}, err {r['error_over_tau']:.3f}" for b, r in v["aga_recovery"].items()]
+        lines.append(f"- {t}: " + "; ".join(parts))
     lines += ["", f"Lock key id {results['key_id']} (a fixed figure key); run time {results['seconds']:.0f} s.", ""]
     return "\n".join(lines)
 

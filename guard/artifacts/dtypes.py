@@ -20,6 +20,11 @@ DEFAULT_ALLOWED_DTYPES: frozenset[str] = frozenset(_TORCH_NAMES)
 FLOAT_DTYPES: frozenset[str] = frozenset({"F16", "BF16", "F32", "F64", "C64"})
 
 
+def is_parameter_dtype(name: str) -> bool:
+    """Floating-point (incl. F4/F6/F8 and complex) tensors can be parameters; integer/BOOL ones are buffers."""
+    return name.startswith(("F", "BF", "C"))
+
+
 def torch_dtype(name: str):
     import torch
 

@@ -20,7 +20,8 @@ import pickletools
 # Globals a plain torch/numpy checkpoint needs. Anything else is reported as unsafe. guard refuses
 # pickle files either way (it never unpickles); the list only sorts ordinary checkpoints from payloads.
 SAFE_GLOBALS: frozenset[str] = frozenset({
-    "collections.OrderedDict", "builtins.set", "builtins.frozenset", "builtins.slice", "builtins.complex",
+    "collections.OrderedDict", "_codecs.encode",  # bytes in protocol < 3 pickles
+    *(f"{m}.{n}" for m in ("builtins", "__builtin__") for n in ("set", "frozenset", "slice", "complex")),
     "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
     "torch.Size", "torch.device",
     *(f"torch.{k}Storage" for k in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")),
@@ -77,11 +78,15 @@ _OTHER = _Other()
 
 
 class _Broken(Exception):
-    pass
+    calls = 0
+    offset = 0
+    protocol = None
 
 
 class _Truncated(Exception):
-    pass
+    calls = 0
+    offset = 0
+    protocol = None
 
 
 class _Reader:
@@ -91,6 +96,7 @@ class _Reader:
         self.f = f
         self.pos = 0
         self.budget = budget
+        self.pending = b""
 
     def _take(self, n: int) -> None:
         if self.pos + n > self.budget:
@@ -122,31 +128,83 @@ class _Reader:
             raise _Broken("unterminated or overlong text argument")
         return line
 
+    def read_opcode(self) -> bytes:
+        if self.pending:
+            code, self.pending = self.pending, b""
+        else:
+            self._take(1)
+            code = self.f.read(1)
+        self.pos += len(code)
+        return code
+
     def at_end(self) -> bool:
-        rest = self.f.read(1)
-        return rest == b""
+        """True at end of data; otherwise the peeked byte is kept for the next read_opcode()."""
+        if not self.pending:
+            self._take(1)
+            self.pending = self.f.read(1)
+        return self.pending == b""
 
 
 def scan_pickle(f, *, budget: int = 64 << 20) -> PickleScan:
-    """Walk the pickle stream readable from binary file object `f` (from its current position)."""
+    """Walk the pickle stream(s) readable from binary file object `f` (from its current position).
+
+    Stacked pickles (the legacy torch format writes several back to back) are walked one after the other;
+    data after the last stream that does not parse as pickle is ignored unless it imported or called.
+    """
     r = _Reader(f, budget)
-    stack: list = []
-    memo: dict[int, object] = {}
     seen: dict[str, None] = {}
     protocol = None
     calls = 0
-    error = None
-    error_offset = None
-    stopped = False
-    truncated = False
-    at_end = False
+    error = error_offset = None
+    stopped = truncated = False
+    is_pickle = False
+    stream = 0
+    try:
+        while True:
+            stream_calls, stream_globals = calls, len(seen)
+            try:
+                stop = _walk_one(r, seen)
+            except _Broken as exc:
+                calls += exc.calls
+                if stream == 0:
+                    protocol = exc.protocol
+                if stream == 0 or calls > stream_calls or len(seen) > stream_globals:
+                    error, error_offset = str(exc), exc.offset
+                break
+            calls += stop.calls
+            if stream == 0:
+                protocol, stopped = stop.protocol, True
+            stream += 1
+            if r.at_end():
+                is_pickle = True
+                break
+    except _Truncated as exc:
+        truncated = True
+        calls += exc.calls
+        if stream == 0:
+            protocol = exc.protocol
+    is_pickle = is_pickle or protocol is not None or calls > 0 or (truncated and bool(seen))
+    return PickleScan(is_pickle=is_pickle, protocol=protocol, globals=tuple(seen), calls=calls, stopped_cleanly=stopped,
+                      error=error, error_offset=error_offset, truncated=truncated)
+
+
+@dataclasses.dataclass
+class _Stop:
+    protocol: int | None
+    calls: int
+
+
+def _walk_one(r: "_Reader", seen: dict[str, None]) -> _Stop:
+    stack: list = []
+    memo: dict[int, object] = {}
+    protocol = None
+    calls = 0
+    start = r.pos
+    offset = start
     try:
         while True:
             offset = r.pos
-            code = r.f.read(1)
-            if r.pos + 1 > r.budget:
-                raise _Truncated()
-            r.pos += 1
+            code = r.read_opcode()
             if not code:
                 raise _Broken("stream ends without STOP")
             op = pickletools.code2op.get(code.decode("latin-1"))
@@ -156,23 +214,16 @@ def scan_pickle(f, *, budget: int = 64 << 20) -> PickleScan:
             if op.name == "PROTO":
                 if arg > _HIGHEST_PROTOCOL:
                     raise _Broken(f"unsupported PROTO {arg}")
-                if offset == 0:
+                if offset == start:
                     protocol = arg
                 continue
             if op.name == "STOP":
                 _pop(stack, 1)
-                stopped = True
-                at_end = r.at_end()
-                break
+                return _Stop(protocol, calls)
             calls += _step(op, arg, stack, memo, seen)
-    except _Truncated:
-        truncated = True
-    except _Broken as exc:
-        error, error_offset = str(exc), offset
-    globals_ = tuple(seen)
-    is_pickle = protocol is not None or (stopped and at_end) or calls > 0 or (truncated and bool(globals_))
-    return PickleScan(is_pickle=is_pickle, protocol=protocol, globals=globals_, calls=calls, stopped_cleanly=stopped,
-                      error=error, error_offset=error_offset, truncated=truncated)
+    except (_Broken, _Truncated) as exc:
+        exc.calls, exc.offset, exc.protocol = calls, offset, protocol
+        raise
 
 
 def scan_pickle_bytes(data: bytes, *, budget: int = 64 << 20) -> PickleScan:

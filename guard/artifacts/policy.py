@@ -17,7 +17,7 @@ class ReadPolicy:
     # (tiny files are mostly header by nature).
     max_header_ratio: float = 0.5
     header_ratio_min_bytes: int = 1 * MiB
-    max_metadata_bytes: int = 1 * MiB  # serialized size of a safetensors `__metadata__` map
+    max_metadata_bytes: int = 64 * 1024  # keys + values of a safetensors `__metadata__` map (HF writes ~20 bytes)
     allowed_dtypes: frozenset[str] = DEFAULT_ALLOWED_DTYPES
     scan_nan_inf: bool = False  # read every tensor and refuse NaN/Inf (and BOOL bytes other than 0/1)
     allow_symlinks: bool = False

@@ -204,6 +204,3 @@ def _check_layout(tensors: list[TensorInfo], data_start: int, file_size: int, fa
     return tuple(dataclasses.replace(t, begin=data_start + t.begin, end=data_start + t.end) for t in ordered)
 
 
-def header_of(path: pathlib.Path | str) -> SafetensorsHeader:
-    """Convenience for tests and tools: strict header with the default policy."""
-    return read_header(path)

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "verify": "guard.cli.verify:verify",
     "protect": "guard.cli.protect:protect",
     "unlock": "guard.cli.unlock:unlock",
+    "lock-keygen": "guard.cli.lock_keygen:lock_keygen",
 }
 
 HELP: dict[str, str] = {
@@ -35,6 +36,7 @@ HELP: dict[str, str] = {
     "verify": "Verify a model directory against its signature.",
     "protect": "Apply MergeLock to a model and sign the result.",
     "unlock": "Undo MergeLock with the lock key.",
+    "lock-keygen": "Create a MergeLock key (32 random bytes, mode 0600).",
 }
 
 

@@ -64,12 +64,15 @@ def detect_with_base(candidate: Mapping[str, torch.Tensor], base: Mapping[str, t
     for layer, (attn_names, other_names) in _layer_groups(plan, names).items():
         row: dict[str, Any] = {"layer": layer.rstrip(".")}
         for label, group in (("attention", attn_names), ("mlp", other_names)):
-            group = [n for n in group if candidate[n].ndim == 2]
-            if not group:
-                continue
-            delta = sum(_norm(candidate[n].to(torch.float64) - base[n].to(torch.float64)) ** 2 for n in group)
-            ref = sum(_norm(base[n]) ** 2 for n in group)
-            row[label] = (delta / max(ref, 1e-30)) ** 0.5
+            delta = ref = 0.0
+            for name in group:  # one tensor pair in memory at a time
+                c, b = candidate[name], base[name]
+                if c.ndim != 2 or c.shape != b.shape:
+                    continue
+                delta += _norm(c.to(torch.float64) - b.to(torch.float64)) ** 2
+                ref += _norm(b) ** 2
+            if ref > 0:
+                row[label] = (delta / ref) ** 0.5
         per_layer.append(row)
     attn = statistics.median(r["attention"] for r in per_layer if "attention" in r)
     mlp_values = [r["mlp"] for r in per_layer if "mlp" in r]
@@ -115,3 +118,39 @@ def detect_without_base(candidate: Mapping[str, torch.Tensor], *, config: Any) -
     return LockSignature(flagged, "mergelock-ov-imbalance", message,
                          {"ov_imbalance_median": median, "ov_imbalance_min": min(values),
                           "ov_imbalance_max": max(values), "threshold": IMBALANCE_THRESHOLD})
+
+
+class _LazyTensors(Mapping):
+    """A read-only tensor mapping over a guard.artifacts ModelDir: each tensor is read when asked for."""
+
+    def __init__(self, model_dir):
+        self._model = model_dir
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._model.get_tensor(name)
+
+    def __iter__(self):
+        return iter(self._model.tensors)
+
+    def __len__(self) -> int:
+        return len(self._model.tensors)
+
+
+def detect_model_dir(candidate, base=None) -> LockSignature:
+    """`guard inspect` entry point: candidate and optional base are opened guard.artifacts ModelDirs.
+    With a base: the attention-far / MLP-near signature; without: the OV-imbalance heuristic."""
+    from guard.lock.protect import transformers_config
+
+    from guard.lock.protect import LOCK_FILE
+
+    config = transformers_config(candidate.config, path=candidate.root)
+    if base is None:
+        finding = detect_without_base(_LazyTensors(candidate), config=config)
+    else:
+        finding = detect_with_base(_LazyTensors(candidate), _LazyTensors(base), config=config)
+    declared = any(f.relpath == LOCK_FILE for f in candidate.files)
+    finding.measurements["declared_by_guard_lock_json"] = declared
+    if declared and not finding.flagged:
+        message = f"{finding.message}; but {LOCK_FILE} declares MergeLock protection"
+        return dataclasses.replace(finding, flagged=True, message=message)
+    return finding

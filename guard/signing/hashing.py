@@ -20,8 +20,8 @@ import mmap
 import os
 import pathlib
 import stat
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from guard.errors import InputError
 
@@ -74,40 +74,76 @@ class _Task:
 def hash_model(root: str | os.PathLike, relpaths: Sequence[str], *, plan: HashPlan,
                max_workers: int | None = None, copy_to: pathlib.Path | None = None) -> HashedModel:
     """Hash `relpaths` under `root` as `plan` says; optionally copy the hashed bytes to `copy_to`."""
-    _check_plan(plan)
-    root = pathlib.Path(root)
-    sizes = {rel: _regular_size(root, rel) for rel in relpaths}
-    tasks = _plan_tasks(relpaths, sizes, plan)
-    if copy_to is not None:
-        _precreate(copy_to, relpaths)
-    workers = max_workers or os.cpu_count() or 1
-    blake3_threads = 1
-    if plan.hash_type == "blake3" and plan.method == "files":
-        # blake3 splits one input over its own threads; run files one at a time then.
-        blake3_threads, workers = workers, 1
-    # Longest tasks first keeps all workers busy until the end (LPT scheduling).
-    tasks.sort(key=lambda t: -((t.end if t.end is not None else sizes[t.relpath]) - t.start))
-    digests: dict[str, str] = {}
-    read_sizes: dict[str, int] = {rel: 0 for rel in relpaths}
+    return HashJob(root, relpaths, plan=plan, max_workers=max_workers, copy_to=copy_to).result()
 
-    def run(task: _Task) -> tuple[_Task, str, int]:
-        digest, n = _hash_task(root, task, plan.hash_type, blake3_threads, copy_to)
-        return task, digest, n
 
-    if workers == 1 or len(tasks) <= 1:
-        results = map(run, tasks)
-        for task, digest, n in results:
-            digests[task.resource_name()] = digest
-            read_sizes[task.relpath] += n
-    else:
-        with ThreadPoolExecutor(max_workers=min(workers, len(tasks)), thread_name_prefix="guard-hash") as pool:
-            for task, digest, n in pool.map(run, tasks):
-                digests[task.resource_name()] = digest
-                read_sizes[task.relpath] += n
-    if copy_to is not None:
-        for rel in relpaths:
-            os.chmod(copy_to / rel, 0o400)
-    return HashedModel(digests=digests, sizes=read_sizes)
+class HashJob:
+    """Hashing that runs in background threads from construction until `result()`.
+
+    Lets callers overlap hashing with other work (importing cryptography, loading keys, checking the
+    signature). Workers are daemon threads, so an error elsewhere can `cancel()` and exit at once.
+    """
+
+    def __init__(self, root: str | os.PathLike, relpaths: Sequence[str], *, plan: HashPlan,
+                 max_workers: int | None = None, copy_to: pathlib.Path | None = None) -> None:
+        _check_plan(plan)
+        self.root, self.relpaths, self.plan = pathlib.Path(root), list(relpaths), plan
+        self._copy_to = copy_to
+        sizes = {rel: _regular_size(self.root, rel) for rel in self.relpaths}
+        tasks = _plan_tasks(self.relpaths, sizes, plan)
+        if copy_to is not None:
+            _precreate(copy_to, self.relpaths)
+        workers = max_workers or os.cpu_count() or 1
+        self._blake3_threads = 1
+        if plan.hash_type == "blake3" and plan.method == "files":
+            # blake3 splits one input over its own threads; run files one at a time then.
+            self._blake3_threads, workers = workers, 1
+        # Longest tasks first keeps all workers busy until the end (LPT scheduling).
+        tasks.sort(key=lambda t: -((t.end if t.end is not None else sizes[t.relpath]) - t.start))
+        self._tasks = tasks
+        self._next = 0
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+        self._errors: list[BaseException] = []
+        self._digests: dict[str, str] = {}
+        self._sizes: dict[str, int] = {rel: 0 for rel in self.relpaths}
+        self._threads = [threading.Thread(target=self._work, name=f"guard-hash-{i}", daemon=True)
+                         for i in range(max(1, min(workers, len(tasks))))]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while not self._cancelled.is_set():
+            with self._lock:
+                if self._next >= len(self._tasks):
+                    return
+                task = self._tasks[self._next]
+                self._next += 1
+            try:
+                digest, n = _hash_task(self.root, task, self.plan.hash_type, self._blake3_threads, self._copy_to)
+            except BaseException as exc:  # reported by result(); stop the other workers early
+                with self._lock:
+                    self._errors.append(exc)
+                self._cancelled.set()
+                return
+            with self._lock:
+                self._digests[task.resource_name()] = digest
+                self._sizes[task.relpath] += n
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def result(self) -> HashedModel:
+        for thread in self._threads:
+            thread.join()
+        if self._errors:
+            raise self._errors[0]
+        if self._cancelled.is_set():
+            raise RuntimeError("hashing was cancelled")
+        if self._copy_to is not None:
+            for rel in self.relpaths:
+                os.chmod(self._copy_to / rel, 0o400)
+        return HashedModel(digests=dict(self._digests), sizes=dict(self._sizes))
 
 
 def _check_plan(plan: HashPlan) -> None:

@@ -46,3 +46,30 @@ def lock_key() -> LockKey:
 @pytest.fixture(scope="session")
 def other_key() -> LockKey:
     return LockKey(bytes(range(1, 33)))
+
+
+def save_family(family: str, out, *, shards: int = 1, dtype: torch.dtype = torch.float32):
+    """A saved tiny model directory of `family` (GPT-J included)."""
+    from guard.testing import factory
+
+    if family == "gptj":
+        return factory.save_model(build_gptj().to(dtype), out)
+    return factory.make_model_dir(family, out, shards=shards, dtype=dtype)
+
+
+@pytest.fixture(scope="session")
+def protected_family(tmp_path_factory, lock_key):
+    """protected_family(family) -> (original dir, protected dir, LockResult), built once per session."""
+    from guard.lock.protect import protect_model
+
+    root = tmp_path_factory.mktemp("lock-families")
+    built: dict = {}
+
+    def get(family: str):
+        if family not in built:
+            src = save_family(family, root / f"{family}-orig")
+            result = protect_model(src, root / f"{family}-locked", key=lock_key)
+            built[family] = (src, result.out_dir, result)
+        return built[family]
+
+    return get

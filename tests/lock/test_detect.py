@@ -56,3 +56,13 @@ def test_without_base_on_real_minilm(minilm_dir, lock_key):
     locked = detect_without_base(protect_state(state, config=model.config, key=lock_key), config=model.config)
     assert not clean.flagged and locked.flagged
     assert clean.measurements["ov_imbalance_max"] < locked.measurements["ov_imbalance_min"]
+
+
+def test_detect_model_dir_reads_directories(protected_family):
+    from guard.artifacts import open_model_dir
+    from guard.lock.detect import detect_model_dir
+
+    src, locked, _ = protected_family("gpt2")
+    assert detect_model_dir(open_model_dir(locked), open_model_dir(src)).flagged
+    assert not detect_model_dir(open_model_dir(src), open_model_dir(src)).flagged
+    assert detect_model_dir(open_model_dir(locked)).flagged and not detect_model_dir(open_model_dir(src)).flagged

@@ -57,16 +57,42 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@dataclasses.dataclass(frozen=True)
+class Anchor:
+    """Keep the student's next-token distributions close to `teacher` on `sampler`'s sequences
+    (KL at the answer positions), as in fine-tuning with a KL penalty to the reference model."""
+
+    teacher: torch.nn.Module
+    sampler: Sampler
+    weight: float = 1.0
+    batch: int = 32
+
+
+def _anchor_loss(model: torch.nn.Module, anchor: Anchor, rng: np.random.Generator, dev: torch.device) -> torch.Tensor:
+    ids, labels = batch_tensors([anchor.sampler(rng) for _ in range(anchor.batch)])
+    ids, where = ids.to(dev), (labels != -100).to(dev)
+    # Positions whose prediction is an answer token: shift the answer mask left by one.
+    where = torch.cat([where[:, 1:], torch.zeros_like(where[:, :1])], dim=1)
+    with torch.no_grad():
+        target = torch.log_softmax(anchor.teacher(input_ids=ids).logits[where], dim=-1)
+    pred = torch.log_softmax(model(input_ids=ids).logits[where], dim=-1)
+    return torch.nn.functional.kl_div(pred, target, log_target=True, reduction="batchmean")
+
+
 def train(model: torch.nn.Module, sampler: Sampler, spec: TrainSpec, *, seed: int,
+          anchor: Anchor | None = None,
           trainable: Callable[[str], bool] | None = None,
           grad_mask: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """Train in place with AdamW and a warmup + cosine schedule; returns the model in eval mode on CPU.
 
-    `trainable(name)` freezes the parameters it rejects; `grad_mask[name]` (0/1) restricts updates to
-    the masked entries (used for Merge-Hijacking-style mask fine-tuning)."""
+    `anchor` adds a KL penalty to a reference model on other inputs; `trainable(name)` freezes the
+    parameters it rejects; `grad_mask[name]` (0/1) restricts updates to the masked entries (used for
+    Merge-Hijacking-style mask fine-tuning)."""
     dev = device()
     torch.manual_seed(seed)
     model.to(dev).train()
+    if anchor is not None:
+        anchor.teacher.to(dev).eval()
     params = []
     for name, p in model.named_parameters():
         p.requires_grad_(trainable is None or trainable(name))
@@ -85,6 +111,8 @@ def train(model: torch.nn.Module, sampler: Sampler, spec: TrainSpec, *, seed: in
     for step in range(spec.steps):
         ids, labels = batch_tensors([sampler(rng) for _ in range(spec.batch)])
         loss = model(input_ids=ids.to(dev), labels=labels.to(dev)).loss
+        if anchor is not None:
+            loss = loss + anchor.weight * _anchor_loss(model, anchor, rng, dev)
         loss.backward()
         for name, p in params:
             if name in masks and p.grad is not None:
@@ -103,4 +131,6 @@ def train(model: torch.nn.Module, sampler: Sampler, spec: TrainSpec, *, seed: in
         opt.zero_grad(set_to_none=True)
     for p in model.parameters():
         p.requires_grad_(True)
+    if anchor is not None:
+        anchor.teacher.cpu()
     return model.cpu().eval()

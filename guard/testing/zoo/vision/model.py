@@ -39,6 +39,15 @@ def with_head(model, head: dict[str, torch.Tensor]):
     return model
 
 
+def load_encoder(model, state) -> None:
+    """Load every non-head tensor of `state` (in-memory names) into `model`; a missing one is an error."""
+    current = model.state_dict()
+    missing = [k for k in current if not is_head(k) and k not in state]
+    if missing:
+        raise KeyError(f"encoder tensors missing from the state: {missing[:3]}")
+    model.load_state_dict({k: (current[k] if is_head(k) else state[k]) for k in current}, strict=True)
+
+
 def head_of(model) -> dict[str, torch.Tensor]:
     return {"weight": model.classifier.weight.detach().clone(), "bias": model.classifier.bias.detach().clone()}
 

@@ -1,0 +1,216 @@
+"""Decide what a file is by its content, whatever its extension, and what that means for safety.
+
+Kinds: safetensors, json, text, python, pickle, zip, 7z, archive (gzip/bz2/xz/zstd/tar), gguf, numpy,
+empty, unknown. Pickle-bearing kinds (pickle, zip, numpy with object dtype) and unknown binaries become
+"refuse" findings; nothing is ever deserialised. A file that claims to be safetensors (by extension or
+by a plausible header) is parsed strictly, and a malformed one raises InputError.
+"""
+
+from __future__ import annotations
+
+import ast
+import codecs
+import dataclasses
+import json
+import os
+import pathlib
+import struct
+import zipfile
+
+from guard.artifacts import pickle_scan
+from guard.artifacts.findings import Finding
+from guard.artifacts.policy import ReadPolicy
+from guard.artifacts.safetensors_header import SafetensorsHeader, parse_header
+from guard.errors import InputError
+
+KINDS = ("safetensors", "json", "text", "python", "pickle", "zip", "7z", "archive", "gguf", "numpy", "empty", "unknown")
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"PK\x07\x08", "zip"),
+    (b"7z\xbc\xaf\x27\x1c", "7z"), (b"GGUF", "gguf"), (b"\x93NUMPY", "numpy"),
+    (b"\x1f\x8b", "archive"), (b"BZh", "archive"), (b"\xfd7zXZ\x00", "archive"), (b"\x28\xb5\x2f\xfd", "archive"),
+)
+_TEXT_CHUNK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Sniffed:
+    kind: str
+    findings: tuple[Finding, ...] = ()
+    header: SafetensorsHeader | None = None
+    json_value: object = None  # kept only when asked (config.json, index files)
+    size: int = 0
+    mtime_ns: int = 0
+
+
+class DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(f"duplicate key {key[:200]!r}")
+        self.key = key
+
+
+def strict_json_object_pairs(pairs: list[tuple[str, object]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def sniff_file(root: pathlib.Path, relpath: str, *, policy: ReadPolicy, keep_json: bool = False) -> Sniffed:
+    path = root / relpath
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            head = f.read(512)
+            f.seek(0)
+            sniffed = _sniff_open(f, head, st.st_size, relpath, policy, keep_json, display=str(path))
+            return dataclasses.replace(sniffed, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path=path, rule="path-unreadable") from None
+
+
+def _refuse(rule: str, relpath: str, message: str) -> Finding:
+    return Finding("refuse", rule, relpath, message)
+
+
+def _sniff_open(f, head: bytes, size: int, relpath: str, policy: ReadPolicy, keep_json: bool, display: str) -> Sniffed:
+    if size == 0:
+        return Sniffed("empty")
+    magic = next((kind for prefix, kind in _MAGIC if head.startswith(prefix)), None)
+    if magic is None and len(head) > 262 and head[257:262] == b"ustar":
+        magic = "archive"
+    if magic == "zip":
+        return Sniffed("zip", (_scan_zip(f, relpath, policy),))
+    if magic == "7z":
+        return Sniffed("7z", (_refuse("archive-7z", relpath, "7z archive: may wrap a pickle (nullifAI); not opened"),))
+    if magic == "archive":
+        return Sniffed("archive", (_refuse("archive-compressed", relpath, "compressed or tar archive; not opened"),))
+    if magic == "gguf":
+        return Sniffed("gguf", (Finding("warn", "gguf-file", relpath, "GGUF file: not read by guard (chat templates unchecked)"),))
+    if magic == "numpy":
+        return Sniffed("numpy", (_numpy_finding(head, relpath),))
+    if relpath.endswith(".safetensors") or _looks_like_safetensors(head, size):
+        try:
+            header = parse_header(f, file_size=size, policy=policy, where=display)
+        except InputError:
+            # A pickle renamed to .safetensors is a pickle (refused, exit 1), not a malformed safetensors file.
+            f.seek(0)
+            if pickle_scan.scan_pickle(f, budget=policy.max_pickle_scan_bytes).is_pickle:
+                f.seek(0)
+                return _sniff_pickle(f, relpath, policy)
+            raise
+        findings = [Finding("warn", rule, relpath, msg) for rule, msg in header.warnings]
+        if head[:1] == b"\x80":
+            f.seek(0)
+            scan = pickle_scan.scan_pickle(f, budget=header.data_start)
+            if scan.globals or scan.calls:
+                findings.append(_refuse("pickle-polyglot", relpath, "valid safetensors that is also a " + pickle_scan.describe(scan)))
+        return Sniffed("safetensors", tuple(findings), header=header)
+    pickled = _sniff_pickle(f, relpath, policy)
+    if pickled is not None:
+        return pickled
+    f.seek(0)
+    if not _is_utf8_text(f):
+        return Sniffed("unknown", (_refuse("unknown-binary", relpath, "binary content of no known format"),))
+    if relpath.endswith(".py"):
+        return Sniffed("python", (Finding("warn", "remote-code-file", relpath, "Python source: custom code that trust_remote_code would run"),))
+    if relpath.endswith(".json"):
+        return _sniff_json(f, size, relpath, policy, keep_json)
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{":
+        sniffed = _sniff_json(f, size, relpath, policy, keep_json)
+        if sniffed.kind == "json":
+            return sniffed
+    return Sniffed("text")
+
+
+def _sniff_pickle(f, relpath: str, policy: ReadPolicy) -> Sniffed | None:
+    scan = pickle_scan.scan_pickle(f, budget=policy.max_pickle_scan_bytes)
+    if not scan.is_pickle:
+        return None
+    rule = "pickle-unsafe-global" if scan.unsafe_globals else "pickle-file"
+    return Sniffed("pickle", (_refuse(rule, relpath, pickle_scan.describe(scan) + "; guard never unpickles"),))
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= size - 8 and head[8:9] in (b"{", b" ", b"\t", b"\r", b"\n")
+
+
+def _is_utf8_text(f) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    try:
+        while chunk := f.read(_TEXT_CHUNK):
+            if b"\x00" in chunk:
+                return False
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _sniff_json(f, size: int, relpath: str, policy: ReadPolicy, keep_json: bool) -> Sniffed:
+    if size > policy.max_json_bytes:
+        return Sniffed("text", (Finding("warn", "json-too-large", relpath, f"{size} bytes, over the JSON cap; not parsed"),))
+    f.seek(0)
+    try:
+        value = json.loads(f.read().decode("utf-8-sig"), object_pairs_hook=strict_json_object_pairs)
+    except DuplicateKey as exc:
+        return Sniffed("text", (Finding("warn", "json-duplicate-key", relpath, str(exc)),))
+    except (ValueError, RecursionError) as exc:
+        return Sniffed("text", (Finding("warn", "json-malformed", relpath, f"not valid JSON: {str(exc)[:200]}"),))
+    findings = []
+    if isinstance(value, dict) and "auto_map" in value:
+        targets = value["auto_map"]
+        shown = ", ".join(f"{k}={v}" for k, v in targets.items())[:300] if isinstance(targets, dict) else str(targets)[:300]
+        findings.append(_refuse("remote-code-auto-map", relpath, f"auto_map asks for custom code (trust_remote_code): {shown}"))
+    return Sniffed("json", tuple(findings), json_value=value if keep_json else None)
+
+
+def _numpy_finding(head: bytes, relpath: str) -> Finding:
+    """Read the .npy header literal (a bounded dict literal) to see whether the array holds objects (pickles)."""
+    try:
+        major = head[6]
+        if major == 1:
+            (hlen,) = struct.unpack("<H", head[8:10])
+            start = 10
+        else:
+            (hlen,) = struct.unpack("<I", head[8:12])
+            start = 12
+        literal = head[start:start + hlen].decode("latin-1")
+        meta = ast.literal_eval(literal) if len(literal) == hlen else None
+        descr = str(meta.get("descr")) if isinstance(meta, dict) else None
+    except (ValueError, SyntaxError, IndexError, struct.error, MemoryError, RecursionError):
+        descr = None
+    if descr is None:
+        return _refuse("numpy-unreadable", relpath, "numpy file with an unreadable header")
+    if "O" in descr:
+        return _refuse("numpy-object-dtype", relpath, f"numpy array of dtype {descr!r} holds pickled objects")
+    return Finding("warn", "numpy-file", relpath, f"numpy array (dtype {descr}); guard reads safetensors only")
+
+
+def _scan_zip(f, relpath: str, policy: ReadPolicy) -> Finding:
+    """A zip is refused (torch checkpoints keep a pickle in data.pkl); say which pickles and globals it holds."""
+    try:
+        with zipfile.ZipFile(f) as zf:
+            infos = zf.infolist()
+            pickles = []
+            for info in infos[:10_000]:
+                if info.is_dir():
+                    continue
+                with zf.open(info) as member:
+                    scan = pickle_scan.scan_pickle(member, budget=policy.max_pickle_scan_bytes)
+                if scan.is_pickle:
+                    pickles.append((info.filename, scan))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as exc:
+        return _refuse("zip-file", relpath, f"zip archive that cannot be listed ({type(exc).__name__}); refused unopened")
+    if not pickles:
+        return _refuse("zip-file", relpath, f"zip archive of {len(infos)} entries (no pickle found by content); guard reads safetensors only")
+    unsafe = [(name, s) for name, s in pickles if s.unsafe_globals]
+    name, scan = (unsafe or pickles)[0]
+    rule = "pickle-unsafe-global" if unsafe else "pickle-file"
+    return _refuse(rule, relpath, f"zip archive (torch checkpoint?) with pickle {name}: {pickle_scan.describe(scan)}")

@@ -1,0 +1,185 @@
+"""ModelWriter: atomic, byte-bounded safetensors output.
+
+Tensors are buffered until the next one would push the current shard past `max_shard_bytes`; then the
+shard is written (its own serializer: header + raw little-endian bytes, the layout of the format spec)
+and dropped, so at most one shard is held. Everything goes to a temp directory next to `out_dir`; on a
+clean exit the shards get their final names, an index is written if there are several, every file and
+the directory are fsynced, and the temp directory is renamed into place. On an exception, or if the
+process dies, `out_dir` is untouched: it is either absent (or the old copy) or complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any
+
+from guard.artifacts.dtypes import safetensors_dtype
+from guard.artifacts.index import MAIN_INDEX
+from guard.artifacts.paths import check_relname
+from guard.errors import InputError
+
+SINGLE_NAME = "model.safetensors"
+
+
+def shard_name(i: int, n: int) -> str:
+    return f"model-{i:05d}-of-{n:05d}.safetensors"
+
+
+class ModelWriter:
+    def __init__(self, out_dir: str | os.PathLike, *, max_shard_bytes: int = 2_000_000_000, overwrite: bool = False,
+                 metadata: dict[str, str] | None = None):
+        if max_shard_bytes <= 0:
+            raise ValueError("max_shard_bytes must be positive")
+        self.out_dir = pathlib.Path(out_dir)
+        self.max_shard_bytes = max_shard_bytes
+        self.overwrite = overwrite
+        self.metadata = {"format": "pt", **(metadata or {})}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
+            raise ValueError("safetensors metadata must map strings to strings")
+        self._check_target()
+        self._tmp: pathlib.Path | None = None
+        self._pending: dict[str, Any] = {}
+        self._pending_bytes = 0
+        self._shards: list[tuple[str, list[str], int]] = []  # (temp name, tensor names, bytes)
+        self._names: set[str] = set()
+        self._files: set[str] = set()
+
+    def _check_target(self) -> None:
+        if (self.out_dir.exists() or self.out_dir.is_symlink()) and not self.overwrite:
+            raise InputError("output already exists (pass overwrite to replace it)", path=self.out_dir, rule="output-exists")
+
+    def __enter__(self) -> ModelWriter:
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=self.out_dir.parent))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._commit()
+        finally:
+            if self._tmp is not None and self._tmp.exists():
+                shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _require_open(self) -> pathlib.Path:
+        if self._tmp is None:
+            raise RuntimeError("use ModelWriter as a context manager")
+        return self._tmp
+
+    def add(self, name: str, tensor) -> None:
+        self._require_open()
+        if not isinstance(name, str) or not name or name == "__metadata__":
+            raise ValueError(f"bad tensor name {name!r}")
+        if name in self._names:
+            raise ValueError(f"tensor {name!r} added twice")
+        tensor = tensor.detach()
+        nbytes = tensor.numel() * tensor.element_size()
+        if self._pending and self._pending_bytes + nbytes > self.max_shard_bytes:
+            self._flush()
+        self._names.add(name)
+        self._pending[name] = tensor
+        self._pending_bytes += nbytes
+
+    def copy_file(self, src_path: str | os.PathLike, relname: str) -> None:
+        dst = self._target(relname)
+        shutil.copyfile(src_path, dst, follow_symlinks=False)
+
+    def write_json(self, relname: str, obj: Any) -> None:
+        self._target(relname).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def _target(self, relname: str) -> pathlib.Path:
+        tmp = self._require_open()
+        check_relname(relname)
+        if relname in self._files or relname.endswith(".safetensors") or relname == MAIN_INDEX:
+            raise ValueError(f"{relname!r} is already written or reserved for weights")
+        self._files.add(relname)
+        dst = tmp / relname
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        return dst
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        tmp = self._require_open()
+        name = f"shard-{len(self._shards):05d}.part"
+        write_safetensors(tmp / name, self._pending, metadata=self.metadata)
+        self._shards.append((name, list(self._pending), self._pending_bytes))
+        self._pending = {}
+        self._pending_bytes = 0
+
+    def _commit(self) -> None:
+        tmp = self._require_open()
+        self._flush()
+        n = len(self._shards)
+        if n == 1:
+            os.rename(tmp / self._shards[0][0], tmp / SINGLE_NAME)
+        elif n > 1:
+            weight_map = {}
+            for i, (part, names, _) in enumerate(self._shards, start=1):
+                final = shard_name(i, n)
+                os.rename(tmp / part, tmp / final)
+                weight_map.update(dict.fromkeys(names, final))
+            index = {"metadata": {"total_size": sum(b for _, _, b in self._shards)}, "weight_map": weight_map}
+            (tmp / MAIN_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _fsync_tree(tmp)
+        self._check_target()
+        if self.out_dir.exists():
+            # Replace: move the old copy aside first, so the final rename never merges two trees.
+            old = pathlib.Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.old-", dir=self.out_dir.parent))
+            os.rename(self.out_dir, old / "old")
+            os.rename(tmp, self.out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, self.out_dir)
+        _fsync_dir(self.out_dir.parent)
+        self._tmp = None
+
+
+def write_safetensors(path: pathlib.Path, tensors: dict[str, Any], *, metadata: dict[str, str] | None = None) -> None:
+    """Serialize `tensors` (torch) to `path`: header padded with spaces to 8 bytes, then the raw bytes."""
+    import torch
+
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = metadata
+    offset = 0
+    prepared = []
+    for name, t in tensors.items():
+        t = t.detach().to("cpu").contiguous()
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": safetensors_dtype(t.dtype), "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        prepared.append(t)
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "xb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for t in prepared:
+            if t.numel():
+                f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_tree(root: pathlib.Path) -> None:
+    for dirpath, _, filenames in os.walk(root):
+        for fn in filenames:
+            fd = os.open(os.path.join(dirpath, fn), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(pathlib.Path(dirpath))
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,42 @@
+"""`guard unlock MODEL --out OUT --lock-key K`: restore the original weights of a MergeLock-protected model.
+
+A key whose fingerprint does not match the model's lock metadata is refused (exit 1) before anything is
+written. The result is self-checked against the protected model and written atomically.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import click
+
+from guard.cli._signing_options import pop_signer_options, signer_from_options, signer_options
+
+
+@click.command("unlock")
+@click.argument("model_dir", type=click.Path(file_okay=False, path_type=pathlib.Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=pathlib.Path), required=True,
+              help="Where to write the restored model (must not exist).")
+@click.option("--lock-key", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True,
+              help="The lock key the model was protected with.")
+@signer_options(key_flag="--sign-key")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def unlock(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Path, as_json: bool, **options) -> int:
+    """Undo MergeLock on MODEL_DIR (optionally signing the restored model)."""
+    from guard.lock.keys import read_lock_key
+    from guard.lock.protect import unlock_model
+
+    signer_args = pop_signer_options(options)
+    wants_signature = signer_args.get("sign_key") is not None or signer_args.get("sigstore")
+    signer = signer_from_options(**signer_args) if wants_signature else None
+    result = unlock_model(model_dir, out_dir, key=read_lock_key(lock_key), signer=signer)
+    check = result.selfcheck
+    if as_json:
+        from guard.cli._output import emit_json
+
+        emit_json({"unlocked": True, "out_dir": str(result.out_dir), "selfcheck": check.as_metadata(),
+                   "signature": None if result.signature is None else str(result.signature)})
+    else:
+        click.echo(f"unlocked {model_dir} -> {result.out_dir}; self-check: max relative logit error "
+                   f"{check.max_relative_error:.3g} (bound {check.bound:g}, {check.dtype})")
+    return 0

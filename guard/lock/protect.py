@@ -1,0 +1,197 @@
+"""Streaming MergeLock over model directories: `protect_model` and `unlock_model`.
+
+Tensors are read shard by shard (guard.artifacts); a tensor outside attention is written on at once,
+an attention tensor waits only until the rest of its block has arrived, then the block is transformed
+and written. The output is staged in a hidden directory next to OUT, self-checked (original and
+result run on a probe batch), optionally signed, and only then renamed to OUT: partial or failed work
+never looks complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+import time
+from typing import Any
+
+from guard.errors import InputError, PolicyRefusal, VerificationError
+from guard.lock.keys import LockKey
+from guard.lock.plan import LockPlan, plan_lock
+from guard.lock.selfcheck import SelfCheck, require_pass, self_check
+from guard.lock.state import DEFAULT_BOUND, lock_block
+
+LOCK_FILE = "guard_lock.json"
+FORMAT = "guard-mergelock"
+VERSION = 1
+_SIGNATURE = "model.sig"
+_INDEX = "model.safetensors.index.json"
+# Kinds that are copied verbatim; anything else that can carry weights (another safetensors file, GGUF,
+# numpy, archives) would ship an unprotected copy, so it is refused.
+_COPYABLE = ("json", "text", "python", "empty")
+
+
+@dataclasses.dataclass(frozen=True)
+class LockResult:
+    out_dir: pathlib.Path
+    metadata: dict[str, Any]
+    selfcheck: SelfCheck
+    signature: pathlib.Path | None
+    seconds: dict[str, float]  # wall time of each phase: transform (stream + write), selfcheck, sign
+
+
+def protect_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, bound: float = DEFAULT_BOUND,
+                  signer=None, max_shard_bytes: int | None = None) -> LockResult:
+    """Write a MergeLock-protected copy of the model at `src` to `out` (which must not exist)."""
+    if not bound > 1.0 or bound > 64.0:
+        raise InputError(f"bound must be in (1, 64], got {bound}", rule="lock-bound")
+    model, config, plan = _open(src)
+    if LOCK_FILE in {f.relpath for f in model.files}:
+        raise InputError(f"already MergeLock-protected ({LOCK_FILE} present); unlock it first", path=src,
+                         rule="lock-already-protected")
+    metadata = {"format": FORMAT, "version": VERSION, "key_id": key.key_id, "bound": bound,
+                **plan.describe(), "dtypes": model.dtype_counts()}
+    return _rewrite(model, out, plan=plan, key=key, bound=bound, inverse=False, metadata=metadata, signer=signer,
+                    max_shard_bytes=max_shard_bytes)
+
+
+def unlock_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, signer=None,
+                 max_shard_bytes: int | None = None) -> LockResult:
+    """Restore the original weights of a protected model with its lock key."""
+    model, config, plan = _open(src)
+    metadata = read_lock_metadata(model.root, present={f.relpath for f in model.files})
+    if metadata["key_id"] != key.key_id:
+        raise VerificationError(
+            f"wrong lock key: its id {key.key_id} does not match the model's {metadata['key_id']}",
+            path=model.root / LOCK_FILE, rule="lock-wrong-key")
+    return _rewrite(model, out, plan=plan, key=key, bound=float(metadata["bound"]), inverse=True, metadata=None,
+                    signer=signer, max_shard_bytes=max_shard_bytes)
+
+
+def read_lock_metadata(root: pathlib.Path, *, present: set[str]) -> dict[str, Any]:
+    path = root / LOCK_FILE
+    if LOCK_FILE not in present:
+        raise InputError(f"not a MergeLock-protected model (no {LOCK_FILE})", path=root, rule="lock-not-protected")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"unreadable lock metadata: {exc}", path=path, rule="lock-metadata") from None
+    ok = (isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == VERSION
+          and isinstance(data.get("key_id"), str) and isinstance(data.get("bound"), (int, float))
+          and 1.0 < float(data["bound"]) <= 64.0)
+    if not ok:
+        raise InputError(f"lock metadata is not {FORMAT} v{VERSION} with a key_id and a bound in (1, 64]",
+                         path=path, rule="lock-metadata")
+    return data
+
+
+def _open(src: str | os.PathLike):
+    from guard.artifacts import open_model_dir
+
+    model = open_model_dir(src)
+    refused = model.refused()
+    if refused:
+        first = refused[0]
+        raise PolicyRefusal(f"input refused: {first.path} [{first.rule}] {first.message}", path=src,
+                            rule="lock-input-refused")
+    if not model.tensors:
+        raise InputError("no safetensors weights to protect", path=src, rule="lock-no-weights")
+    config = transformers_config(model.config, path=src)
+    return model, config, plan_lock(model.tensors.keys(), config, path=src)
+
+
+def transformers_config(raw: dict | None, *, path=None):
+    """The transformers config object for a validated config.json (built-in classes only, no remote code)."""
+    if raw is None:
+        raise InputError("no config.json: MergeLock needs the architecture", path=path, rule="lock-no-config")
+    from guard.lock.layouts import layout_for
+
+    layout_for(raw.get("model_type"), path=path)  # refuse unsupported architectures before transformers
+    import transformers
+
+    return transformers.CONFIG_MAPPING[raw["model_type"]].from_dict(dict(raw))
+
+
+def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse: bool, metadata: dict | None,
+             signer, max_shard_bytes: int | None) -> LockResult:
+    from guard.artifacts import ModelWriter
+
+    out = pathlib.Path(out)
+    if out.exists() or out.is_symlink():
+        raise InputError("output already exists", path=out, rule="output-exists")
+    copies = _files_to_copy(model, inverse=inverse)
+    if max_shard_bytes is None:  # keep the input's sharding
+        max_shard_bytes = max(model.file(s).size for s in model.shards)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.guard-lock-", dir=out.parent))
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        staged = staging / out.name
+        shard_metadata = {} if inverse else {"guard.mergelock": str(VERSION), "guard.lock_key_id": key.key_id}
+        with ModelWriter(staged, max_shard_bytes=max_shard_bytes, metadata=shard_metadata) as writer:
+            _stream(model, writer, plan=plan, key=key, bound=bound, inverse=inverse)
+            for rel in copies:
+                writer.copy_file(model.root / rel, rel)
+        seconds["transform"] = time.perf_counter() - started
+        check = self_check(model.root, staged)
+        seconds["selfcheck"] = time.perf_counter() - started - seconds["transform"]
+        require_pass(check, path=model.root)
+        if metadata is not None:
+            metadata = {**metadata, "selfcheck": check.as_metadata()}
+            (staged / LOCK_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        signature = None
+        if signer is not None:
+            from guard.signing import sign_model
+
+            signature = sign_model(staged, signer=signer)
+        seconds["sign"] = time.perf_counter() - started - seconds["transform"] - seconds["selfcheck"]
+        if out.exists() or out.is_symlink():
+            raise InputError("output appeared while working", path=out, rule="output-exists")
+        staged.chmod(0o777 & ~_umask())  # temp dirs are created 0700; the result is an ordinary directory
+        os.rename(staged, out)
+        signature = None if signature is None else out / signature.name
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return LockResult(out, metadata or {}, check, signature, seconds)
+
+
+def _files_to_copy(model, *, inverse: bool) -> list[str]:
+    weights = set(model.shards) | ({model.index} if model.index else set())
+    copies = []
+    for report in model.files:
+        rel = report.relpath
+        if rel in weights or rel in (_SIGNATURE, _INDEX) or (inverse and rel == LOCK_FILE):
+            continue  # rewritten, superseded (the old signature no longer matches), or dropped on unlock
+        if report.kind not in _COPYABLE:
+            raise PolicyRefusal(
+                f"{rel} is a {report.kind} file outside the main weights; copying it could ship unprotected "
+                f"weights. Remove it from the input first", path=model.root, rule="lock-extra-weights")
+        copies.append(rel)
+    return copies
+
+
+def _stream(model, writer, *, plan: LockPlan, key: LockKey, bound: float, inverse: bool) -> None:
+    block_of = plan.block_of()
+    waiting: dict[str, dict[str, Any]] = {}
+    for name, tensor in model.iter_tensors():
+        block = block_of.get(name)
+        if block is None:
+            writer.add(name, tensor)
+            continue
+        held = waiting.setdefault(block, {})
+        held[name] = tensor
+        if len(held) == len(plan.blocks[block]):
+            del waiting[block]
+            locked = lock_block(plan, block, held, key=key, bound=bound, inverse=inverse, path=model.root)
+            for locked_name in held:  # keep the input's tensor order
+                writer.add(locked_name, locked[locked_name])
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

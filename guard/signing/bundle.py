@@ -1,0 +1,147 @@
+"""Sigstore bundle v0.3 (the OMS signature file): strict reading and atomic writing.
+
+A signature file that cannot be read at all (missing, permissions) is unreadable input (exit 2). A file
+that reads but does not parse as a well-formed bundle is a failed verification (exit 1): it is the
+signature that is wrong, and the message says what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import os
+import pathlib
+
+from guard.errors import InputError, VerificationError
+from guard.signing.dsse import Envelope
+
+MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+KEYLESS_MEDIA_TYPES = (MEDIA_TYPE, "application/vnd.dev.sigstore.bundle+json;version=0.3")
+RULE = "verify-bundle"
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    media_type: str
+    envelope: Envelope
+    public_key_hint: str | None  # key method: hex sha256 of the signer's PEM SubjectPublicKeyInfo
+    certificate_chain: tuple[bytes, ...]  # certificate method: DER, leaf first
+    certificate: bytes | None  # keyless: the Fulcio leaf (DER)
+    tlog_entries: int
+    text: str  # the file as read, for sigstore-python
+
+    @property
+    def kind(self) -> str:
+        if self.certificate is not None:
+            return "sigstore"
+        if self.certificate_chain:
+            return "certificate"
+        return "key"
+
+
+def read_bundle(path: str | os.PathLike) -> Bundle:
+    path = pathlib.Path(path)
+    try:
+        if path.stat().st_size > MAX_BUNDLE_BYTES:
+            raise VerificationError(f"verification failed: signature bundle unreadable: larger than "
+                                    f"{MAX_BUNDLE_BYTES} bytes", path=path, rule=RULE)
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("no such signature file", path=path, rule="path-not-found") from None
+    except IsADirectoryError:
+        raise InputError("signature path is a directory", path=path, rule="path-not-file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read signature: {exc.strerror}", path=path, rule="path-unreadable") from None
+    try:
+        return parse_bundle(raw)
+    except VerificationError as exc:
+        raise VerificationError(exc.message, path=path, rule=exc.rule) from None
+
+
+def parse_bundle(raw: bytes) -> Bundle:
+    try:
+        text = raw.decode("utf-8")
+        doc = json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _fail(f"not JSON ({type(exc).__name__}: {exc})") from None
+    _require(isinstance(doc, dict), "not a JSON object")
+    media_type = doc.get("mediaType")
+    _require(media_type in KEYLESS_MEDIA_TYPES, f"media type {media_type!r} is not a Sigstore bundle v0.3")
+    material = doc.get("verificationMaterial")
+    _require(isinstance(material, dict), "no verificationMaterial")
+    tlog = material.get("tlogEntries", [])
+    _require(isinstance(tlog, list), "tlogEntries is not a list")
+    hint, chain, certificate = None, (), None
+    kinds = [k for k in ("publicKey", "x509CertificateChain", "certificate") if k in material]
+    _require(len(kinds) == 1, f"verificationMaterial must hold exactly one of publicKey, x509CertificateChain, "
+                              f"certificate (found {kinds or 'none'})")
+    if kinds[0] == "publicKey":
+        key = material["publicKey"]
+        _require(isinstance(key, dict), "publicKey is not an object")
+        hint = key.get("hint")
+        _require(hint is None or isinstance(hint, str), "publicKey hint is not a string")
+    elif kinds[0] == "x509CertificateChain":
+        certs = material["x509CertificateChain"]
+        _require(isinstance(certs, dict) and isinstance(certs.get("certificates"), list) and certs["certificates"],
+                 "x509CertificateChain has no certificates")
+        chain = tuple(_b64(c.get("rawBytes") if isinstance(c, dict) else None, "certificate") for c in certs["certificates"])
+    else:
+        cert = material["certificate"]
+        certificate = _b64(cert.get("rawBytes") if isinstance(cert, dict) else None, "certificate")
+    envelope = _parse_envelope(doc.get("dsseEnvelope"))
+    return Bundle(media_type=media_type, envelope=envelope, public_key_hint=hint, certificate_chain=chain,
+                  certificate=certificate, tlog_entries=len(tlog), text=text)
+
+
+def _parse_envelope(env: object) -> Envelope:
+    _require(isinstance(env, dict), "no dsseEnvelope (guard only reads DSSE bundles)")
+    payload_type = env.get("payloadType")
+    _require(isinstance(payload_type, str), "dsseEnvelope has no payloadType")
+    payload = _b64(env.get("payload"), "payload")
+    sigs = env.get("signatures")
+    _require(isinstance(sigs, list) and len(sigs) == 1, "dsseEnvelope must carry exactly one signature")
+    sig = _b64(sigs[0].get("sig") if isinstance(sigs[0], dict) else None, "signature")
+    return Envelope(payload=payload, payload_type=payload_type, signatures=(sig,))
+
+
+def bundle_text(envelope: Envelope, verification_material: dict) -> str:
+    doc = {"mediaType": MEDIA_TYPE, "verificationMaterial": verification_material,
+           "dsseEnvelope": envelope.to_json()}
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def write_atomically(path: pathlib.Path, text: str, *, mode: int = 0o644) -> None:
+    """Write via a temp file in the same directory + rename: a reader never sees half a signature."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _b64(value: object, what: str) -> bytes:
+    _require(isinstance(value, str) and value, f"{what} is missing")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _fail(f"{what} is not valid base64") from None
+
+
+def _require(condition: object, message: str) -> None:
+    if not condition:
+        raise _fail(message)
+
+
+def _fail(message: str) -> VerificationError:
+    return VerificationError(f"verification failed: signature bundle unreadable: {message}", rule=RULE)

@@ -1,0 +1,83 @@
+import collections
+import io
+import pickle
+import zipfile
+
+import pytest
+import torch
+
+from attacks.corpus import pickle_payloads as pp
+from guard.artifacts.pickle_scan import SAFE_GLOBALS, describe, scan_pickle_bytes
+
+MARKER = "/nonexistent-dir/marker"
+
+
+@pytest.mark.parametrize("proto", range(0, 6))
+@pytest.mark.parametrize("obj", [None, [1, "a", b"b", 2.5], {"k": (1, 2)}, collections.OrderedDict(a=1), {1, 2}, "y" * 5000])
+def test_plain_data_pickles_are_pickles_with_only_safe_globals(obj, proto):
+    scan = scan_pickle_bytes(pickle.dumps(obj, protocol=proto))
+    assert scan.is_pickle and scan.stopped_cleanly and scan.error is None
+    assert scan.unsafe_globals == ()
+
+
+def test_torch_state_dict_pickle_uses_only_allowlisted_globals():
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(3), "b": torch.ones(2, dtype=torch.bfloat16)}, buf)
+    with zipfile.ZipFile(buf) as zf:
+        data = zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl")))
+    scan = scan_pickle_bytes(data)
+    assert scan.is_pickle and scan.unsafe_globals == ()
+    assert "torch._utils._rebuild_tensor_v2" in scan.globals
+
+
+EXPECTED = {
+    "direct-global": {"builtins.open"},
+    "stack-global-memo": {"builtins.open"},
+    "protocol0-text": {"builtins.open"},
+    "inst-opcode": {"builtins.open"},
+    "pkgutil-resolve-name": {"pkgutil.resolve_name"},
+    "importlib-methodcaller": {"operator.methodcaller", "importlib.import_module"},
+    "pydoc-locate": {"pydoc.locate"},
+    "methodcaller-touch": {"operator.methodcaller", "pathlib.Path"},
+    "nested-loads": {"pickle.loads"},
+    "broken-after-payload": {"builtins.open"},
+    "stacked-legacy": {"builtins.open"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(pp.RAW_PAYLOADS))
+def test_every_payload_class_is_found(name):
+    scan = scan_pickle_bytes(pp.RAW_PAYLOADS[name][1](MARKER))
+    assert scan.is_pickle
+    assert set(scan.unsafe_globals) == EXPECTED[name]
+    assert scan.calls >= 1
+
+
+def test_broken_stream_reports_that_the_payload_ran_first():
+    scan = scan_pickle_bytes(pp.broken_after_payload(MARKER))
+    assert not scan.stopped_cleanly and scan.error and scan.calls == 1
+    assert "payload would already have run" in describe(scan)
+
+
+def test_dynamic_stack_global_name_is_unsafe():
+    # STACK_GLOBAL whose module name is the result of a call, not a literal string.
+    data = (pp.proto(4) + pp.global_("builtins", "str") + pp.ustr("os") + pp.TUPLE1 + pp.REDUCE
+            + pp.ustr("getcwd") + pp.STACK_GLOBAL + b")" + pp.REDUCE + pp.STOP)
+    scan = scan_pickle_bytes(data)
+    assert "<dynamic>" in scan.unsafe_globals
+
+
+@pytest.mark.parametrize("text", [b"hello world\n", b"cat\ndog\nfish\n", b"[PAD]\n[UNK]\n", b"N.\nmore text\n", b"# README\n"])
+def test_ordinary_text_is_not_a_pickle(text):
+    assert not scan_pickle_bytes(text).is_pickle
+
+
+def test_budget_stops_the_walk_without_reading_huge_arguments():
+    huge_claim = pp.proto(4) + b"\x8e" + (2**62).to_bytes(8, "little") + b"x" * 10  # BINBYTES8 claiming 4 EiB
+    scan = scan_pickle_bytes(huge_claim, budget=1 << 20)
+    assert scan.truncated and scan.is_pickle
+
+
+def test_safe_globals_exclude_every_resolver():
+    for name in ("builtins.eval", "builtins.getattr", "pkgutil.resolve_name", "pickle.loads", "operator.attrgetter"):
+        assert name not in SAFE_GLOBALS

@@ -1,0 +1,81 @@
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from attacks.corpus import pickle_payloads as pp
+from attacks.corpus.malformed_safetensors import st_bytes, tensor
+from guard.artifacts.policy import ReadPolicy
+from guard.artifacts.sniff import sniff_file
+
+
+def sniff(tmp_path, name, data):
+    (tmp_path / name).write_bytes(data)
+    return sniff_file(tmp_path, name, policy=ReadPolicy(), keep_json=True)
+
+
+def _npy(arr) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    return buf.getvalue()
+
+
+CASES = [
+    ("weights.bin", st_bytes({"w": tensor()}, b"\0" * 8), "safetensors", None),  # by content, despite the name
+    ("a.json", b'{"x": 1}', "json", None),
+    ("notes", b'{"x": 1}', "json", None),
+    ("vocab.txt", b"[PAD]\n[UNK]\nhello\n", "text", None),
+    ("README.md", "# Model\n\u00e9t\u00e9\n".encode(), "text", None),
+    ("modeling_x.py", b"import os\n", "python", "warn"),
+    ("empty.txt", b"", "empty", None),
+    ("model.gguf", b"GGUF\x03\x00\x00\x00" + b"\0" * 16, "gguf", "warn"),
+    ("a.npy", _npy(np.zeros(3, dtype=np.float32)), "numpy", "warn"),
+    ("objects.npy", _npy(np.array([None, 1], dtype=object)), "numpy", "refuse"),
+    ("x.7z", b"7z\xbc\xaf\x27\x1c" + b"\0" * 26, "7z", "refuse"),
+    ("x.gz", b"\x1f\x8b\x08\x00" + b"\0" * 16, "archive", "refuse"),
+    ("random.bin", bytes(range(256)) * 2, "unknown", "refuse"),
+    ("latin1.txt", "caf\u00e9".encode("latin-1") + b"\x00\x01", "unknown", "refuse"),
+    ("payload.txt", pp.protocol0_text("/nonexistent/m"), "pickle", "refuse"),
+    ("zip.safetensors", pp.torch_zip(pp.direct_global("/nonexistent/m")), "zip", "refuse"),
+]
+
+
+@pytest.mark.parametrize("name,data,kind,severity", CASES, ids=[c[0] for c in CASES])
+def test_kind_is_decided_by_content(tmp_path, name, data, kind, severity):
+    s = sniff(tmp_path, name, data)
+    assert s.kind == kind
+    assert [f.severity for f in s.findings] == ([severity] if severity else [])
+    assert all(f.path == name for f in s.findings)
+
+
+def test_auto_map_in_any_json_is_refused_as_remote_code(tmp_path):
+    s = sniff(tmp_path, "tokenizer_config.json", json.dumps({"auto_map": {"AutoTokenizer": "tok.MyTok"}}).encode())
+    assert s.kind == "json"
+    assert [(f.severity, f.rule) for f in s.findings] == [("refuse", "remote-code-auto-map")]
+    assert "tok.MyTok" in s.findings[0].message
+
+
+def test_malformed_json_file_is_text_with_a_warning(tmp_path):
+    s = sniff(tmp_path, "special_tokens_map.json", b'{"a": 1,}')
+    assert s.kind == "text" and [f.rule for f in s.findings] == ["json-malformed"]
+
+
+def test_benign_zip_is_still_refused(tmp_path):
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("readme.txt", "hi")
+    s = sniff(tmp_path, "bundle.zip", buf.getvalue())
+    assert s.kind == "zip" and [f.rule for f in s.findings] == ["zip-file"]
+
+
+def test_header_length_that_reads_as_pickle_proto_is_not_a_false_positive(tmp_path):
+    # N = 0x0580: the first two bytes read as PROTO 5 to an unpickler, but the next one (0x00) is no
+    # opcode, so the file is not a pickle polyglot; it is plain safetensors with no findings.
+    n = 0x0580
+    raw = b'{"__metadata__":{"p":"x"}}'.ljust(n, b" ")
+    s = sniff(tmp_path, "x.safetensors", struct.pack("<Q", n) + raw)
+    assert s.kind == "safetensors" and s.findings == ()

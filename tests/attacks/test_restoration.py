@@ -1,0 +1,108 @@
+"""The restoration attacks against MergeLock work (these are red-team tests: success = the attack works)."""
+
+import pytest
+import torch
+
+from attacks.restoration.aga import aga_restore, permute_heads
+from attacks.restoration.circuits import circuit_merge
+from guard.errors import InputError
+from guard.lock.keys import LockKey
+from guard.lock.state import protect_state
+from tests.lock.conftest import build, model_output
+
+KEY = LockKey(bytes(range(32)))
+
+
+def _fine_tune(state, scale=0.05, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in state.items():
+        noise = torch.randn(t.shape, generator=gen)
+        out[name] = t + scale * t.norm() / noise.norm() * noise if t.is_floating_point() else t
+    return out
+
+
+def _attention(state):
+    return [k for k, v in state.items() if v.ndim == 2 and any(s in k for s in ("attn", "attention", "Attention"))]
+
+
+def _tau_cosine(restored, truth, base, names):
+    tau = torch.cat([(truth[k] - base[k]).flatten() for k in names]).double()
+    tau_hat = torch.cat([(restored[k] - base[k]).flatten() for k in names]).double()
+    return float(torch.nn.functional.cosine_similarity(tau, tau_hat, dim=0))
+
+
+def _distance(a, b, names):
+    return sum(((a[k] - b[k]).double().norm() ** 2).item() for k in names) ** 0.5
+
+
+@pytest.mark.parametrize("family", ["vit", "llama", "gpt_neox", "t5"])
+def test_aga_recovers_the_fine_tune(family):
+    model = build(family)
+    base = model.state_dict()
+    tuned = _fine_tune(base)
+    locked = protect_state(tuned, config=model.config, key=KEY)
+    restored = aga_restore(locked, base, config=model.config)
+    names = _attention(base)
+    # The protected weights are far from the fine-tune; the attacker's estimate is close to it.
+    assert _distance(restored, tuned, names) < 0.1 * _distance(locked, tuned, names)
+    assert _tau_cosine(restored, tuned, base, names) > 0.8
+
+
+def test_hungarian_matching_undoes_head_permutation():
+    model = build("vit")
+    base = model.state_dict()
+    tuned = _fine_tune(base)
+    locked = permute_heads(protect_state(tuned, config=model.config, key=KEY), config=model.config, seed=3)
+    names = _attention(base)
+    matched = aga_restore(locked, base, config=model.config)
+    unmatched = aga_restore(locked, base, config=model.config, match_heads=False)
+    assert _tau_cosine(matched, tuned, base, names) > 0.8
+    assert _distance(unmatched, tuned, names) > 5 * _distance(matched, tuned, names)
+
+
+def test_head_permutation_preserves_function():
+    from guard.testing import factory
+
+    model = build("vit")
+    inputs = factory.sample_inputs(model)
+    clone = type(model)(model.config).eval()
+    clone.load_state_dict(permute_heads(model.state_dict(), config=model.config, seed=3))
+    ref = model_output(model, inputs)
+    assert ((model_output(clone, inputs) - ref).abs().max() / ref.abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("family", ["vit", "bert", "gpt2", "t5"])
+def test_circuit_merge_ignores_the_lock(family):
+    model = build(family)
+    base = model.state_dict()
+    experts = [_fine_tune(base, seed=s) for s in (1, 2)]
+    locked = [experts[0], protect_state(experts[1], config=model.config, key=KEY)]
+    clean = circuit_merge("task_arithmetic", base, experts, config=model.config, scale=0.5)
+    attacked = circuit_merge("task_arithmetic", base, locked, config=model.config, scale=0.5)
+    for name in clean:
+        assert torch.allclose(clean[name], attacked[name], rtol=1e-3, atol=1e-4), name
+
+
+def test_circuit_refactoring_is_function_preserving():
+    """Merging one expert at scale 1 in circuit space gives back a model computing that expert."""
+    from guard.testing import factory
+
+    model = build("vit")
+    base = model.state_dict()
+    expert = _fine_tune(base)
+    merged = circuit_merge("task_arithmetic", base, [protect_state(expert, config=model.config, key=KEY)],
+                           config=model.config, scale=1.0)
+    inputs = factory.sample_inputs(model)
+    reference, candidate = type(model)(model.config).eval(), type(model)(model.config).eval()
+    reference.load_state_dict(expert)
+    candidate.load_state_dict(merged)
+    ref = model_output(reference, inputs)
+    assert ((model_output(candidate, inputs) - ref).abs().max() / ref.abs().max()) < 1e-4
+
+
+def test_circuit_merge_refuses_rope_models():
+    model = build("llama")
+    state = model.state_dict()
+    with pytest.raises(InputError, match="RoPE"):
+        circuit_merge("task_arithmetic", state, [state], config=model.config, scale=0.3)

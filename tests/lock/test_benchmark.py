@@ -1,0 +1,12 @@
+"""The protect benchmark's small mode runs and reports consistent numbers (no timing assertions)."""
+
+
+def test_protect_benchmark_small_mode(tmp_path):
+    from benchmarks.protect import run
+
+    report = run(size="small", workdir=tmp_path)
+    assert report["model_bytes"] > report["largest_tensor_bytes"] > 0
+    assert report["cp_seconds"] > 0 and report["protect_seconds"] > report["phases_seconds"]["transform"] > 0
+    assert abs(report["ratio_protect_over_cp"] - report["cp_seconds"] / report["protect_seconds"]) < 1e-12
+    assert report["selfcheck_error"] <= 1e-4 and report["peak_rss_bytes"] > report["model_bytes"]
+    assert list(tmp_path.iterdir()) == []  # the benchmark cleans up after itself

@@ -1,0 +1,63 @@
+"""The lock commands as a user runs them (subprocess): keygen, protect + sign + verify, unlock, errors."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from tests.helpers import assert_one_line_error, run_guard
+from tests.lock.conftest import save_family
+
+PASSPHRASE = {"GUARD_KEY_PASSPHRASE": "correct horse"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lock-cli")
+    save_family("gpt2", root / "model")
+    assert run_guard("lock-keygen", root / "lock.key").returncode == 0
+    assert run_guard("keygen", root / "sign.key", env=PASSPHRASE).returncode == 0
+    return root
+
+
+def test_lock_keygen_mode_and_no_overwrite(workdir):
+    assert stat.S_IMODE(os.stat(workdir / "lock.key").st_mode) == 0o600
+    assert_one_line_error(run_guard("lock-keygen", workdir / "lock.key"), code=2, contains=("overwrite",))
+
+
+def test_publisher_command_protects_signs_and_verifies(workdir):
+    out = workdir / "protected"
+    result = run_guard("protect", workdir / "model", "--out", out, "--lock-key", workdir / "lock.key",
+                       "--sign-key", workdir / "sign.key", "--json", env=PASSPHRASE)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["selfcheck"]["max_relative_logit_error"] <= 1e-4 and summary["signature"].endswith("model.sig")
+    verified = run_guard("verify", out, "--key", workdir / "sign.key.pub")
+    assert verified.returncode == 0, verified.stderr
+    restored = run_guard("unlock", out, "--out", workdir / "restored", "--lock-key", workdir / "lock.key")
+    assert restored.returncode == 0 and "unlocked" in restored.stdout
+
+
+def test_unlock_with_wrong_key_is_one_line_exit_1(workdir):
+    run_guard("lock-keygen", workdir / "other.key")
+    locked = workdir / "locked-unsigned"
+    assert run_guard("protect", workdir / "model", "--out", locked, "--lock-key", workdir / "lock.key",
+                     "--unsigned").returncode == 0
+    result = run_guard("unlock", locked, "--out", workdir / "nope", "--lock-key", workdir / "other.key")
+    assert_one_line_error(result, code=1, contains=("lock-wrong-key",))
+    assert not (workdir / "nope").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--lock-key", "LOCK"), "no signing method"),
+    (("--lock-key", "LOCK", "--new-lock-key", "NEW", "--unsigned"), "exactly one of"),
+    (("--lock-key", "MODEL/config.json", "--unsigned"), "not a guard lock key"),
+    (("--lock-key", "LOCK", "--unsigned", "--bound", "0.5"), "bound"),
+])
+def test_bad_protect_input_is_one_line_exit_2(workdir, args, needle):
+    args = [str(a).replace("LOCK", str(workdir / "lock.key")).replace("MODEL", str(workdir / "model"))
+            .replace("NEW", str(workdir / "new.key")) for a in args]
+    result = run_guard("protect", workdir / "model", "--out", workdir / "never", *args)
+    assert_one_line_error(result, code=2, contains=(needle,))
+    assert not (workdir / "never").exists()
