@@ -21,8 +21,8 @@ import torch
 
 from guard.lock.plan import LockPlan, plan_lock
 
-ATTENTION_FAR = 0.3  # median attention distance at or above this ...
-FAR_NEAR_RATIO = 10.0  # ... and at least this many times the median MLP distance
+ATTENTION_FAR = 0.5  # median attention distance at or above this ...
+FAR_NEAR_RATIO = 3.0  # ... and at least this many times the median MLP distance
 IMBALANCE_THRESHOLD = 0.9  # median normalised OV imbalance (base-free)
 _LAYER = re.compile(r"^(.*?\.\d+\.)")
 
