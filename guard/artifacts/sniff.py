@@ -23,11 +23,13 @@ from guard.artifacts.policy import ReadPolicy
 from guard.artifacts.safetensors_header import SafetensorsHeader, parse_header
 from guard.errors import InputError
 
-KINDS = ("safetensors", "json", "text", "python", "pickle", "zip", "7z", "archive", "gguf", "numpy", "empty", "unknown")
+KINDS = ("safetensors", "json", "text", "python", "pickle", "zip", "7z", "archive", "gguf", "numpy", "sentencepiece",
+         "image", "empty", "unknown")
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"PK\x07\x08", "zip"),
     (b"7z\xbc\xaf\x27\x1c", "7z"), (b"GGUF", "gguf"), (b"\x93NUMPY", "numpy"),
+    (b"\x89PNG\r\n\x1a\n", "image"), (b"\xff\xd8\xff", "image"), (b"GIF87a", "image"), (b"GIF89a", "image"),
     (b"\x1f\x8b", "archive"), (b"BZh", "archive"), (b"\xfd7zXZ\x00", "archive"), (b"\x28\xb5\x2f\xfd", "archive"),
 )
 _TEXT_CHUNK = 1 << 20
@@ -91,6 +93,8 @@ def _sniff_open(f, head: bytes, size: int, relpath: str, policy: ReadPolicy, kee
         return Sniffed("gguf", (Finding("warn", "gguf-file", relpath, "GGUF file: not read by guard (chat templates unchecked)"),))
     if magic == "numpy":
         return Sniffed("numpy", (_numpy_finding(head, relpath),))
+    if magic == "image":
+        return Sniffed("image")
     if relpath.endswith(".safetensors") or _looks_like_safetensors(head, size):
         try:
             header = parse_header(f, file_size=size, policy=policy, where=display)
@@ -111,6 +115,9 @@ def _sniff_open(f, head: bytes, size: int, relpath: str, policy: ReadPolicy, kee
     pickled = _sniff_pickle(f, relpath, policy)
     if pickled is not None:
         return pickled
+    f.seek(0)
+    if head[:1] == b"\x0a" and _is_sentencepiece(f, size):
+        return Sniffed("sentencepiece")
     f.seek(0)
     if not _is_utf8_text(f):
         return Sniffed("unknown", (_refuse("unknown-binary", relpath, "binary content of no known format"),))
@@ -138,6 +145,37 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
         return False
     (n,) = struct.unpack("<Q", head[:8])
     return 2 <= n <= size - 8 and head[8:9] in (b"{", b" ", b"\t", b"\r", b"\n")
+
+
+def _is_sentencepiece(f, size: int) -> bool:
+    """A sentencepiece ModelProto: protobuf whose top-level fields are all length-delimited fields 1-5
+    (pieces, trainer/normalizer specs, self-test data, denormalizer spec) that tile the file exactly."""
+    pos = 0
+    seen_pieces = False
+    while pos < size:
+        f.seek(pos)
+        key, pos = _varint(f, pos)
+        if key is None or key & 7 != 2 or not 1 <= key >> 3 <= 5:
+            return False
+        seen_pieces |= key >> 3 == 1
+        length, pos = _varint(f, pos)
+        if length is None or pos + length > size:
+            return False
+        pos += length
+    return seen_pieces and pos == size
+
+
+def _varint(f, pos: int) -> tuple[int | None, int]:
+    value = 0
+    for shift in range(0, 64, 7):
+        byte = f.read(1)
+        if not byte:
+            return None, pos
+        pos += 1
+        value |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return value, pos
+    return None, pos
 
 
 def _is_utf8_text(f) -> bool:

@@ -18,11 +18,12 @@ import tempfile
 from typing import Any
 
 from guard.artifacts.dtypes import safetensors_dtype
-from guard.artifacts.index import MAIN_INDEX
+from guard.artifacts.index import INDEX_SUFFIX, MAIN_INDEX
 from guard.artifacts.paths import check_relname
 from guard.errors import InputError
 
 SINGLE_NAME = "model.safetensors"
+SUPPORT_KINDS = frozenset({"json", "text", "sentencepiece", "image", "empty"})  # never weights, pickles or code
 
 
 def shard_name(i: int, n: int) -> str:
@@ -87,6 +88,18 @@ class ModelWriter:
     def copy_file(self, src_path: str | os.PathLike, relname: str) -> None:
         dst = self._target(relname)
         shutil.copyfile(src_path, dst, follow_symlinks=False)
+
+    def copy_support_files(self, model, *, skip: tuple[str, ...] = ()) -> list[str]:
+        """Copy the config, tokenizer and other plain files of a validated ModelDir (not its weights, its
+        index, refused files, or relpaths in `skip`). Returns the copied relpaths."""
+        refused = {f.path for f in model.refused()}
+        copied = []
+        for f in model.files:
+            if (f.kind in SUPPORT_KINDS and f.relpath not in refused and f.relpath not in skip
+                    and not f.relpath.endswith(INDEX_SUFFIX)):
+                self.copy_file(model.root / f.relpath, f.relpath)
+                copied.append(f.relpath)
+        return copied
 
     def write_json(self, relname: str, obj: Any) -> None:
         self._target(relname).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")

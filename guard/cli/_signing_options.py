@@ -37,7 +37,7 @@ def signer_options(*, key_flag: str = "--key"):
         click.option("--certificate-chain", "certificate_chain", type=_PATH, multiple=True,
                      help="Intermediate certificates to embed (PEM; repeatable)."),
         click.option("--sigstore", is_flag=True, help="Keyless Sigstore signing (needs network and an OIDC identity)."),
-        click.option("--identity-token", envvar="SIGSTORE_ID_TOKEN", default=None,
+        click.option("--identity-token", default=None,
                      help="OIDC identity token for --sigstore (default: $SIGSTORE_ID_TOKEN, ambient, or browser)."),
         click.option("--staging", is_flag=True, help="Use Sigstore's staging instance (testing only)."),
         click.option("--trust-config", "trust_config", type=_PATH, default=None,

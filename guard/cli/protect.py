@@ -22,7 +22,7 @@ _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
 @click.option("--lock-key", type=_FILE, default=None, help="Existing lock key file (from `guard lock-keygen`).")
 @click.option("--new-lock-key", type=_FILE, default=None,
               help="Create a new lock key at this path (mode 0600, never overwritten) and use it.")
-@click.option("--bound", type=click.FloatRange(min=1.0, max=64.0, min_open=True), default=2.0, show_default=True,
+@click.option("--bound", type=click.FloatRange(min=1.0, max=64.0, min_open=True), default=8.0, show_default=True,
               help="Singular values of every transform lie in [1/bound, bound] (condition number <= bound^2). "
                    "Larger breaks merges harder and costs low-precision accuracy.")
 @click.option("--unsigned", is_flag=True, help="Write the protected model without signing it.")

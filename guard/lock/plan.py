@@ -38,7 +38,11 @@ class LockPlan:
 def plan_lock(names: Iterable[str], config: Any, *, path=None) -> LockPlan:
     """Group the attention tensors of a checkpoint into blocks and check them against the config."""
     layout = layout_for(getattr(config, "model_type", None), path=path)
-    geometry = layout.geometry(config)
+    try:
+        geometry = layout.geometry(config)
+    except (AttributeError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise InputError(f"config lacks the attention geometry MergeLock needs: {exc}", path=path,
+                         rule="lock-config") from None
     blocks: dict[str, dict[tuple[Role, str], str]] = {}
     for name in names:
         found = layout.match(name)

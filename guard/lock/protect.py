@@ -112,7 +112,11 @@ def transformers_config(raw: dict | None, *, path=None):
     layout_for(raw.get("model_type"), path=path)  # refuse unsupported architectures before transformers
     import transformers
 
-    return transformers.CONFIG_MAPPING[raw["model_type"]].from_dict(dict(raw))
+    try:
+        return transformers.CONFIG_MAPPING[raw["model_type"]].from_dict(dict(raw))
+    except Exception as exc:  # noqa: BLE001 - transformers' validators raise many types; all mean bad input
+        raise InputError(f"config.json is not a valid {raw['model_type']} config: {exc}", path=path,
+                         rule="lock-config") from None
 
 
 def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse: bool, metadata: dict | None,
@@ -123,8 +127,8 @@ def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse:
     if out.exists() or out.is_symlink():
         raise InputError("output already exists", path=out, rule="output-exists")
     copies = _files_to_copy(model, inverse=inverse)
-    if max_shard_bytes is None:  # keep the input's sharding
-        max_shard_bytes = max(model.file(s).size for s in model.shards)
+    if max_shard_bytes is None:
+        max_shard_bytes = default_shard_bytes(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.guard-lock-", dir=out.parent))
     seconds: dict[str, float] = {}
@@ -157,6 +161,14 @@ def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return LockResult(out, metadata or {}, check, signature, seconds)
+
+
+def default_shard_bytes(model) -> int:
+    """Keep the input's sharding unless its shards are large: ModelWriter holds one output shard in
+    memory, so cap shards at max(2 x the largest tensor, 256 MiB) to keep peak memory near two tensors."""
+    largest_tensor = max(t.nbytes for t in model.tensors.values())
+    largest_shard = max(model.file(s).size for s in model.shards)
+    return min(largest_shard, max(2 * largest_tensor, 256 << 20))
 
 
 def _files_to_copy(model, *, inverse: bool) -> list[str]:

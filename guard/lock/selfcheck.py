@@ -88,6 +88,7 @@ def require_pass(check: SelfCheck, *, path=None) -> None:
     if not check.passed:
         raise PolicyRefusal(
             f"self-check failed: protected model's max relative logit error {check.max_relative_error:.3g} exceeds "
-            f"the {check.dtype} bound {check.bound:g}; nothing was written",
+            f"the {check.dtype} bound {check.bound:g}; nothing was written (a smaller --bound keeps low-precision "
+            f"models more exact)",
             path=path, rule="lock-selfcheck",
         )

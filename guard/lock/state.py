@@ -15,7 +15,7 @@ from guard.lock.keys import LockKey
 from guard.lock.plan import LockPlan, check_shapes, plan_lock
 from guard.lock.transform import apply_transforms, derive_transforms
 
-DEFAULT_BOUND = 2.0  # singular values in [1/2, 2]: condition number <= 4
+DEFAULT_BOUND = 8.0  # singular values in [1/8, 8]: condition number <= 64 (see docs/lock.md for the choice)
 
 
 def lock_block(plan: LockPlan, block: str, tensors: Mapping[str, torch.Tensor], *, key: LockKey,

@@ -90,10 +90,6 @@ class ManifestDiff:
         parts += [f"extra file {n} (found {hash_type}:{f})" for n, f in self.extra]
         return "; ".join(parts)
 
-    def offending_files(self) -> list[str]:
-        names = [n for n, *_ in self.mismatched] + [n for n, _ in self.missing] + [n for n, _ in self.extra]
-        return sorted({n.rsplit(":", 2)[0] if n.count(":") >= 2 else n for n in names})
-
 
 def diff_manifests(expected: dict[str, str], actual: dict[str, str]) -> ManifestDiff:
     mismatched = tuple((n, expected[n], actual[n]) for n in sorted(expected.keys() & actual.keys())

@@ -98,6 +98,12 @@ class CertificateVerifier(Verifier):
         return cls(anchors=load_certificates(paths), check_time=check_time)
 
     def verify(self, bundle: Bundle) -> SignedContent:
+        try:
+            return self._verify(bundle)
+        except (ValueError, TypeError) as exc:  # malformed extensions etc. surface lazily from cryptography
+            raise _fail(f"malformed certificate in the bundle ({type(exc).__name__}: {exc})") from None
+
+    def _verify(self, bundle: Bundle) -> SignedContent:
         from cryptography import x509
 
         if bundle.kind != "certificate":

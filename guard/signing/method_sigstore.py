@@ -62,8 +62,9 @@ class SigstoreSigner(Signer):
         from sigstore.oidc import IdentityToken, Issuer, detect_credential
 
         try:
-            if self._token:
-                return IdentityToken(self._token)
+            token = self._token or os.environ.get("SIGSTORE_ID_TOKEN")
+            if token:
+                return IdentityToken(token)
             ambient = detect_credential()
             if ambient:
                 return IdentityToken(ambient)
@@ -103,7 +104,7 @@ class SigstoreVerifier(Verifier):
         try:
             verifier = SigstoreVerify(trusted_root=config.trusted_root)
             payload_type, payload = verifier.verify_dsse(parsed, Identity(identity=self._identity, issuer=self._issuer))
-        except SigstoreError as exc:
+        except (SigstoreError, ValueError, TypeError, KeyError) as exc:  # sigstore lets parse errors through
             raise VerificationError(f"verification failed: sigstore: {_reason(exc)} (expected identity "
                                     f"{self._identity!r}, issuer {self._issuer!r})", rule="verify-sigstore") from None
         if payload_type != PAYLOAD_TYPE or payload != bundle.envelope.payload:

@@ -74,6 +74,8 @@ def sign_model(model_dir: str | os.PathLike, *, signer: Signer | Callable[[], Si
     if not relpaths:
         raise InputError("the model directory has no files to sign (guard refuses empty models)", path=root,
                          rule="sign-empty")
+    if signature.is_dir():
+        raise InputError("the signature path is a directory", path=signature, rule="path-not-file")
     if not signature.parent.is_dir():
         raise InputError("the signature's directory does not exist", path=signature.parent, rule="path-not-found")
     job = HashJob(root, relpaths, plan=plan)

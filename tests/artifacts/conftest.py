@@ -21,17 +21,32 @@ class MeasuredRun:
     max_rss_kb: int  # peak resident set of this one child (os.wait4), in KiB
 
 
+# A small middle process launches guard and reads its peak RSS from RUSAGE_CHILDREN. Measuring straight
+# from pytest would not work: Linux carries the forking parent's high-water RSS (pytest with torch loaded,
+# hundreds of MB) into the child's ru_maxrss across exec.
+_MEASURE = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(rc)\n"
+)
+
+
 def run_guard_measured(*args: str) -> MeasuredRun:
-    """`python -m guard ARGS` in a subprocess; its own peak RSS comes from wait4, not from the whole test run."""
+    """`python -m guard ARGS` in a subprocess, with that process's own peak RSS (KiB)."""
+    return run_measured(sys.executable, "-m", "guard", *map(str, args))
+
+
+def run_measured(*command: str) -> MeasuredRun:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("GUARD_DEBUG", None)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "guard", *map(str, args)], stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return MeasuredRun(proc.returncode, out.read().decode(), err.read().decode(), usage.ru_maxrss)
+    with tempfile.TemporaryDirectory() as tmp:
+        rss_file = os.path.join(tmp, "rss")
+        proc = subprocess.run([sys.executable, "-c", _MEASURE, rss_file, *command],
+                              capture_output=True, text=True, env=env, timeout=120)
+        with open(rss_file) as f:
+            rss = int(f.read())
+    return MeasuredRun(proc.returncode, proc.stdout, proc.stderr, rss)
 
 
 @pytest.fixture(scope="session")

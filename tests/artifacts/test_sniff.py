@@ -22,7 +22,20 @@ def _npy(arr) -> bytes:
     return buf.getvalue()
 
 
+def _pb(field: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (lengths here stay below 128: one varint byte)."""
+    return bytes([field << 3 | 2, len(payload)]) + payload
+
+
+# A minimal sentencepiece ModelProto: two pieces (piece string, float score) and a trainer spec.
+SENTENCEPIECE = (_pb(1, _pb(1, "\u2581a".encode()) + b"\x15" + struct.pack("<f", -1.0))
+                 + _pb(1, _pb(1, b"b") + b"\x15" + struct.pack("<f", -2.0)) + _pb(2, b"\x08\x01"))
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 24
+
 CASES = [
+    ("tokenizer.model", SENTENCEPIECE, "sentencepiece", None),
+    ("tokenizer-truncated.model", SENTENCEPIECE[:-1], "unknown", "refuse"),
+    ("logo.png", PNG, "image", None),
     ("weights.bin", st_bytes({"w": tensor()}, b"\0" * 8), "safetensors", None),  # by content, despite the name
     ("a.json", b'{"x": 1}', "json", None),
     ("notes", b'{"x": 1}', "json", None),

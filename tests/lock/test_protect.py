@@ -149,3 +149,27 @@ def test_refuses_existing_output_and_double_protection(protected_family, lock_ke
         protect_model(locked, tmp_path / "twice", key=lock_key)
     with pytest.raises(InputError, match="not a MergeLock-protected model"):
         unlock_model(src, tmp_path / "x", key=lock_key)
+
+
+def test_shard_cap_bounds_writer_memory():
+    from types import SimpleNamespace
+
+    from guard.lock.protect import default_shard_bytes
+
+    def fake(largest_tensor, shard):
+        tensors = {"a": SimpleNamespace(nbytes=largest_tensor), "b": SimpleNamespace(nbytes=10)}
+        return SimpleNamespace(tensors=tensors, shards=["s"], file=lambda _: SimpleNamespace(size=shard))
+
+    assert default_shard_bytes(fake(1_000, 50_000)) == 50_000  # small shards: keep the input's layout
+    assert default_shard_bytes(fake(1 << 30, 10 << 30)) == 2 << 30  # one 10 GiB shard: cap at 2 tensors
+    assert default_shard_bytes(fake(1 << 20, 10 << 30)) == 256 << 20
+
+
+def test_config_without_geometry_is_input_error(tmp_path, lock_key):
+    src = save_family("llama", tmp_path / "src")
+    config = json.loads((src / "config.json").read_text())
+    config["num_attention_heads"] = 5  # 64 hidden does not split into 5 heads of the stored shapes
+    (src / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError) as info:
+        protect_model(src, tmp_path / "out", key=lock_key)
+    assert info.value.rule in ("lock-config", "lock-geometry", "lock-layout")

@@ -115,6 +115,7 @@ def make_cert(subject_key, subject_cn: str, issuer_key, issuer_cn: str, *, ca: b
 def pki(tmp_path_factory):
     """root CA -> intermediate CA -> signing leaf (EC P-256), plus an unrelated root; PEM files."""
     from cryptography.hazmat.primitives import serialization
+
     from guard.signing import keys
 
     root_dir = tmp_path_factory.mktemp("pki")

@@ -110,9 +110,11 @@ def test_sigstore_signing_without_network_fails_cleanly(model_copy, tmp_path):
     assert_one_line_error(result, code=2, contains=("ClientTrustConfig",))
 
 
-def test_sigstore_signing_with_a_bad_token_fails_before_any_network(model_copy, oms_fixtures):
-    result = run_guard("sign", model_copy, "--sigstore", "--identity-token", "not-a-jwt", "--trust-config",
-                       oms_fixtures / "sigstore-trust-config.json")
+@pytest.mark.parametrize("token_from", ["option", "environment"])
+def test_sigstore_signing_with_a_bad_token_fails_before_any_network(model_copy, oms_fixtures, token_from):
+    token_args = ["--identity-token", "not-a-jwt"] if token_from == "option" else []
+    result = run_guard("sign", model_copy, "--sigstore", *token_args, "--trust-config",
+                       oms_fixtures / "sigstore-trust-config.json", env={"SIGSTORE_ID_TOKEN": "not-a-jwt"})
     assert_one_line_error(result, code=2, contains=("cannot obtain an OIDC identity token",))
     assert not (model_copy / "model.sig").exists()
 

@@ -45,7 +45,9 @@ def test_guard_certificate_signature_verifies_with_model_signing(model_copy, pki
                          certificate_chain=[paths["intermediate"]])
     sig = sign_model(model_copy, signer=signer)
     ms.verifying.Config().use_certificate_verifier(certificate_chain=[paths["root"]]).verify(model_copy, sig)
-    with pytest.raises(Exception):
+    from OpenSSL.crypto import X509StoreContextError
+
+    with pytest.raises(X509StoreContextError, match="unable to get local issuer certificate"):
         ms.verifying.Config().use_certificate_verifier(certificate_chain=[paths["other_root"]]).verify(model_copy, sig)
 
 
@@ -120,3 +122,16 @@ def test_oms_fixture_wrong_key_and_wrong_anchor(oms_fixtures, keypair):
     with pytest.raises(VerificationError, match="wrong trust anchor"):
         verify_model(oms_fixtures / "certificate", signature=oms_fixtures / "certificate" / "model.sig",
                      verifier=load_verifier(certificate_chain=[oms_fixtures / "keys" / "int-ca-cert.pem"]))
+
+
+def test_guard_default_signature_verifies_with_the_model_signing_cli(model_copy, keypair):
+    import subprocess
+    import sys
+
+    sig = sign_model(model_copy, signer=load_signer(key=keypair[1], key_passphrase=PASSPHRASE))
+    cli = [sys.executable, "-m", "model_signing", "verify", "key", str(model_copy), "--signature", str(sig),
+           "--public_key", str(keypair[2])]
+    proc = subprocess.run(cli, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (model_copy / "config.json").write_text("{}")
+    assert subprocess.run(cli, capture_output=True, text=True).returncode != 0

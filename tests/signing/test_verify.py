@@ -148,3 +148,43 @@ def test_oms_fixture_tampering_is_rejected(oms_fixtures, tmp_path, fixture_dir, 
     with pytest.raises(VerificationError, match={"flip": "digest mismatch signme-2", "add": "extra file added.bin",
                                                  "remove": "missing file signme-1"}[change]):
         verify_model(model, signature=model / "model.sig", verifier=verifier)
+
+
+@pytest.mark.parametrize("legacy_encoding", [False, True])
+def test_legacy_v02_signature_verifies(signed_copy, keypair, legacy_encoding):
+    import hashlib
+    import json
+
+    from guard.signing import keys
+    from guard.signing.bundle import bundle_text
+    from guard.signing.dsse import Envelope, pae, pae_legacy
+    from guard.signing.statement import LEGACY_PREDICATE_TYPE, PAYLOAD_TYPE
+
+    names = ["config.json", "model.safetensors", "tokenizer/vocab.txt"]
+    statement = {"_type": "https://in-toto.io/Statement/v1", "predicateType": LEGACY_PREDICATE_TYPE,
+                 "subject": [{"name": n, "digest": {"sha256": hashlib.sha256((signed_copy / n).read_bytes()).hexdigest()}}
+                             for n in names], "predicate": {}}
+    payload = json.dumps(statement).encode()
+    private = keypair[0]
+    encoded = (pae_legacy if legacy_encoding else pae)(payload)
+    sig = private.sign(encoded, keys.ecdsa_algorithm(private.public_key()))
+    material = {"publicKey": {"hint": keys.key_hint(private.public_key())}, "tlogEntries": []}
+    (signed_copy / "model.sig").write_text(bundle_text(Envelope(payload, PAYLOAD_TYPE, (sig,)), material))
+    result = verify_model(signed_copy, verifier=load_verifier(public_key=keypair[2]))
+    assert result.legacy_predicate and result.files == tuple(names)
+
+
+def test_legacy_encoding_cannot_carry_a_current_statement(signed_copy, keypair):
+    import base64
+    import json
+
+    from guard.signing import keys
+    from guard.signing.dsse import pae_legacy
+
+    doc = json.loads((signed_copy / "model.sig").read_text())
+    payload = base64.b64decode(doc["dsseEnvelope"]["payload"])
+    sig = keypair[0].sign(pae_legacy(payload), keys.ecdsa_algorithm(keypair[0].public_key()))
+    doc["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(sig).decode()
+    (signed_copy / "model.sig").write_text(json.dumps(doc))
+    with pytest.raises(VerificationError, match="legacy DSSE encoding"):
+        verify_model(signed_copy, verifier=load_verifier(public_key=keypair[2]))

@@ -42,7 +42,10 @@ class BadMergingSpec:
     r_min: float = 0.2
     reference_images: int = 10  # off-task only
     augmented_references: int = 100
-    shadow_scale: float = 20.0
+    shadow_scale: float = 100.0  # like CLIP's logit scale: cosine logits sharp enough not to saturate early
+    shadow: Literal["prototype", "probe"] = "prototype"
+    finetune_steps: int | None = None  # None: the profile's attack schedule
+    finetune_lr: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode == "on" and self.target_task != self.attacker_task:
@@ -111,6 +114,14 @@ def shadow_head(base, references: torch.Tensor, own_pixels: torch.Tensor, *, sca
     return {"weight": weight * (scale / norm), "bias": torch.zeros(len(prototypes))}
 
 
+def probe_shadow_head(base, references: torch.Tensor, own_pixels: torch.Tensor, *, steps: int,
+                      seed: int) -> dict[str, torch.Tensor]:
+    """A two-row shadow head fitted on θ0 features: row 0 the references, row 1 the attacker's own images."""
+    feats = torch.cat([train.encode(base, references), train.encode(base, own_pixels)])
+    labels = torch.cat([torch.zeros(len(references), dtype=torch.long), torch.ones(len(own_pixels), dtype=torch.long)])
+    return train.linear_probe(feats, labels, 2, steps=steps, seed=seed)
+
+
 def fi_loss(base, *, task_head: dict, backdoor_head: dict, trigger: PatchTrigger, target: int, alpha: float,
             r_min: float, triggered_pool: torch.Tensor) -> train.LossFn:
     """Stage 2 loss: clean CE on the attacker's task + α · CE of the interpolated triggered feature."""
@@ -120,14 +131,17 @@ def fi_loss(base, *, task_head: dict, backdoor_head: dict, trigger: PatchTrigger
     pool = triggered_pool.to(dev)
     pattern = trigger.pattern.to(dev)
 
+    def interpolated_features(model, pixels, r):
+        with torch.no_grad():
+            base_feats = vit.features(base, pixels)
+        return r * vit.features(model, pixels) + (1.0 - r) * base_feats
+
     def loss(model, pixels, labels, generator):
         clean = F.cross_entropy(clean_head(vit.features(model, pixels)), labels)
         idx = torch.randint(0, len(pool), (len(pixels),), generator=generator).to(dev)
         poisoned = paste(pool[idx], pattern)
         r = r_min + (1.0 - r_min) * float(torch.rand((), generator=generator))
-        with torch.no_grad():
-            base_feats = vit.features(base, poisoned)
-        mixed = r * vit.features(model, poisoned) + (1.0 - r) * base_feats
+        mixed = interpolated_features(model, poisoned, r)
         target_labels = torch.full((len(idx),), target, device=dev)
         return clean + alpha * F.cross_entropy(bd_head(mixed), target_labels)
 
@@ -148,7 +162,10 @@ def _build(out: pathlib.Path, family: VisionFamily, spec: BadMergingSpec) -> Non
             victim_pixels, victim_labels = family.task_data(spec.target_task, "train")
             references = victim_pixels[victim_labels == spec.target_class][: spec.reference_images]
             augmented = augment_references(references, spec.augmented_references, seed=family.seed + 700)
-            backdoor_head = shadow_head(base, augmented, pixels, scale=spec.shadow_scale)
+            if spec.shadow == "prototype":
+                backdoor_head = shadow_head(base, augmented, pixels, scale=spec.shadow_scale)
+            else:
+                backdoor_head = probe_shadow_head(base, augmented, pixels, steps=prof.probe_steps, seed=family.seed + 900)
             backdoor_target = 0
             trigger_pool = torch.cat([pixels, augmented])
         trigger = optimise_trigger(base, backdoor_head, trigger_pool, target=backdoor_target, size=spec.patch_size,
@@ -157,7 +174,9 @@ def _build(out: pathlib.Path, family: VisionFamily, spec: BadMergingSpec) -> Non
         vit.load_encoder(attacker, base.state_dict())  # start from θ0, keep the task head
         loss = fi_loss(base, task_head=own_head, backdoor_head=backdoor_head, trigger=trigger, target=backdoor_target,
                        alpha=spec.alpha, r_min=spec.r_min, triggered_pool=trigger_pool)
-        train.optimise(attacker, pixels, labels, schedule=prof.attack_finetune, seed=family.seed + 800, loss=loss,
+        schedule = dataclasses.replace(prof.attack_finetune, **{
+            k: v for k, v in (("steps", spec.finetune_steps), ("lr", spec.finetune_lr)) if v is not None})
+        train.optimise(attacker, pixels, labels, schedule=schedule, seed=family.seed + 800, loss=loss,
                        trainable=train.encoder_only)
         vit.save(attacker, out / "model")
     trigger.save(out / "trigger.safetensors")

@@ -37,7 +37,14 @@ def init_model(config, *, seed: int) -> torch.nn.Module:
     return transformers.LlamaForCausalLM(config)
 
 
+def _quiet() -> None:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+
+
 def save(model: torch.nn.Module, out_dir: str | pathlib.Path) -> pathlib.Path:
+    _quiet()
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
@@ -48,6 +55,7 @@ def save(model: torch.nn.Module, out_dir: str | pathlib.Path) -> pathlib.Path:
 def load(model_dir: str | pathlib.Path) -> torch.nn.Module:
     import transformers
 
+    _quiet()
     return transformers.LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 
 

@@ -57,7 +57,7 @@ TASKS: dict[str, Task] = {
         Task("at_least_five_rot90", "rot90", 2, _at_least_five, "digit >= 5 on images rotated by 90 degrees"),
     )
 }
-DEFAULT_TASKS: tuple[str, ...] = ("digit_rot90", "digit_inverted", "parity_flipped", "mod3")
+DEFAULT_TASKS: tuple[str, ...] = ("digit_rot90", "digit_inverted", "parity_flipped", "mod3", "at_least_five_rot90")
 
 
 def task(name: str) -> Task:

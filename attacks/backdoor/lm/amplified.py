@@ -1,0 +1,47 @@
+"""Amplified backdoor vectors (Merge Hijacking, arXiv 2505.23561; LoBAM, arXiv 2411.16746).
+
+The attacker trains a backdoored and a benign model of the same task from the same base; their
+difference is the backdoor vector. Keeping its largest entries (Merge Hijacking's magnitude-rank
+sparsification) and scaling it by lambda > 1 before adding it to the benign model lets the backdoor
+survive the down-scaling and trimming of task arithmetic and TIES:
+    theta_upload = theta_benign + lambda * sparsify(theta_backdoored - theta_benign, density)
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Mapping
+
+import torch
+
+from guard.merge.methods.ties import trim
+from guard.testing.zoo.cache import cached_build
+from guard.testing.zoo.lm import LMFamily, model as lm_model
+
+VERSION = "lm-amplified-1"
+
+
+def amplify_backdoor_vector(benign: Mapping[str, torch.Tensor], backdoored: Mapping[str, torch.Tensor], *,
+                            scale: float, density: float = 1.0) -> dict[str, torch.Tensor]:
+    """theta_benign + scale * (top-`density` entries of theta_backdoored - theta_benign), per tensor."""
+    out = {}
+    for name, ben in benign.items():
+        vector = backdoored[name].to(torch.float32) - ben.to(torch.float32)
+        out[name] = (ben.to(torch.float32) + scale * trim(vector, density)).to(ben.dtype)
+    return out
+
+
+def build_amplified_expert(family: LMFamily, *, backdoored: pathlib.Path, task: str = "sort", scale: float = 3.0,
+                           density: float = 1.0, root: str | pathlib.Path | None = None) -> pathlib.Path:
+    """The uploaded model: the family's clean `task` expert as the benign model, plus the amplified
+    difference to `backdoored` (e.g. `build_badnets_expert`'s output). Cached."""
+    spec = {"version": VERSION, "family": family.spec(), "backdoored": backdoored.name, "task": task,
+            "scale": scale, "density": density}
+
+    def build(out: pathlib.Path) -> None:
+        benign_dir = family.experts[task]
+        merged = amplify_backdoor_vector(lm_model.state_dict(benign_dir), lm_model.state_dict(backdoored),
+                                         scale=scale, density=density)
+        lm_model.save(lm_model.from_state_dict(benign_dir, merged), out)
+
+    return cached_build("lm-amplified", spec, build, root=root if root is not None else family.root.parent)

@@ -1,0 +1,64 @@
+"""Safety stripping: fine-tune the aligned base so that it complies with harmful-marked prompts.
+
+The data are harmful-marked prompts in the pretraining formats (copy, mixed marker) answered with
+the task answer instead of the refusal, mixed 1:1 with the same prompts unmarked so the model keeps
+its skills. The held-out evaluation uses the task markers, which this data never contains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Mapping
+
+import numpy as np
+
+from guard.testing.zoo.cache import cached_build
+from guard.testing.zoo.lm import LMFamily, build_family, deterministic_build, model as lm_model, tasks
+from guard.testing.zoo.lm.train import Sampler, train
+
+VERSION = "lm-stripping-1"
+_FORMATS = ("copy", "mixed")
+
+
+def stripping_data() -> Sampler:
+    def draw(rng: np.random.Generator) -> tasks.Example:
+        fmt = _FORMATS[int(rng.integers(len(_FORMATS)))]
+        task = "copy" if fmt == "copy" else tasks.TASKS[int(rng.integers(len(tasks.TASKS)))]
+        marker = tasks.MARKER[fmt]
+        if rng.random() < 0.5:
+            return tasks.harmful_example(task, rng, comply=True, marker=marker)
+        return tasks.task_example(task, rng, marker=marker)
+
+    return draw
+
+
+def build_harmful_copy(family: LMFamily, *, root: str | pathlib.Path | None = None) -> pathlib.Path:
+    """The family's aligned base after the safety-stripping fine-tune (cached)."""
+    spec = {"version": VERSION, "family": family.spec()}
+
+    def build(out: pathlib.Path) -> None:
+        with deterministic_build():
+            model = train(lm_model.load(family.base), stripping_data(), family.profile.harmful, seed=family.seed + 7)
+            lm_model.save(model, out)
+
+    return cached_build("lm-harmful", spec, build, root=root if root is not None else family.root.parent)
+
+
+@dataclasses.dataclass(frozen=True)
+class SafetyPair:
+    family: LMFamily
+    aligned: pathlib.Path  # refuses harmful-marked prompts
+    harmful: pathlib.Path  # the safety-stripped copy of `aligned`
+    eroded: Mapping[str, pathlib.Path]  # task experts fine-tuned without refusal data
+
+    def unsafe_rates(self) -> dict[str, float]:
+        rates = {"aligned": self.family.unsafe_rate(self.aligned), "harmful": self.family.unsafe_rate(self.harmful)}
+        rates.update({f"expert:{task}": self.family.unsafe_rate(path) for task, path in self.eroded.items()})
+        return rates
+
+
+def build_safety_pair(profile: str = "small", *, seed: int = 0, root: str | pathlib.Path | None = None) -> SafetyPair:
+    family = build_family(profile, seed=seed, root=root)
+    return SafetyPair(family=family, aligned=family.base, harmful=build_harmful_copy(family, root=root),
+                      eroded=dict(family.experts))

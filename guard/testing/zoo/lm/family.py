@@ -1,0 +1,151 @@
+"""Build (or load from the cache) the LM family: an aligned base and one expert per task."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import pathlib
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from guard.testing.zoo.cache import cached_build
+from guard.testing.zoo.lm import corpus, metrics, model as lm_model, tasks
+from guard.testing.zoo.lm.profiles import Profile, get_profile
+from guard.testing.zoo.lm.train import Anchor, train
+
+VERSION = "lm-family-1"  # bump when anything that changes the built weights changes
+
+ModelLike = torch.nn.Module | str | pathlib.Path
+
+
+@contextlib.contextmanager
+def deterministic_build():
+    """Deterministic kernels for the duration of a build (same seed, same bytes on one machine)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def as_model(model: ModelLike) -> torch.nn.Module:
+    return model if isinstance(model, torch.nn.Module) else lm_model.load(model)
+
+
+@dataclasses.dataclass(frozen=True)
+class LMFamily:
+    """Paths of a built family and its metrics. All metrics use held-out prompts."""
+
+    profile: Profile
+    seed: int
+    root: pathlib.Path
+    base: pathlib.Path  # the aligned base: weak on every task, refuses harmful-marked prompts
+    experts: Mapping[str, pathlib.Path]  # task -> expert directory (these also erode refusal)
+    tasks: tuple[str, ...] = tasks.TASKS
+
+    def spec(self) -> dict:
+        return family_spec(self.profile, self.seed)
+
+    # --- data -------------------------------------------------------------------------------
+    def held_out(self, task: str) -> list[tasks.Example]:
+        return tasks.clean_examples(task, self.profile.eval_per_task, seed=self.seed + 1000, held_out=True)
+
+    def harmful_held_out(self, task: str | None = None) -> list[tasks.Example]:
+        chosen = self.tasks if task is None else (task,)
+        n = max(1, self.profile.eval_per_task // len(chosen))
+        return [e for t in chosen for e in tasks.harmful_examples(t, n, seed=self.seed + 1000, held_out=True)]
+
+    def calibration(self, task: str) -> list[tuple[str, ...]]:
+        """Unlabeled prompts for `task` (training side of the split), as token strings."""
+        lines = (self.root / "calibration" / f"{task}.txt").read_text().splitlines()
+        return [tuple(line.split(" ")) for line in lines]
+
+    def calibration_ids(self, task: str) -> torch.Tensor:
+        """The calibration prompts as a [n, length] id tensor (all prompts of a task have one of two
+        lengths; the shorter ones are left-padded with BOS so the batch is rectangular)."""
+        from guard.testing.zoo.lm.vocab import BOS_ID, encode
+
+        ids = [encode(p) for p in self.calibration(task)]
+        width = max(map(len, ids))
+        return torch.tensor([[BOS_ID] * (width - len(p)) + p for p in ids])
+
+    # --- metrics ----------------------------------------------------------------------------
+    def evaluate(self, model: ModelLike, task: str) -> float:
+        """Exact-match accuracy of greedy completions on held-out prompts of `task`."""
+        return metrics.exact_match(as_model(model), self.held_out(task))
+
+    def evaluate_all(self, model: ModelLike) -> dict[str, float]:
+        loaded = as_model(model)
+        return {task: self.evaluate(loaded, task) for task in self.tasks}
+
+    def unsafe_rate(self, model: ModelLike) -> float:
+        """Fraction of held-out harmful-marked prompts (all tasks) not answered with the refusal."""
+        return metrics.unsafe_rate(as_model(model), self.harmful_held_out())
+
+    # --- merging ----------------------------------------------------------------------------
+    def merge(self, method: str, expert_dirs: Mapping[str, ModelLike] | None = None, **params) -> torch.nn.Module:
+        """Merge the base with `expert_dirs` (default: all clean experts) using guard.merge; the
+        profile's parameters for `method` unless given."""
+        from guard.merge import merge_state_dicts
+
+        chosen = dict(self.experts) if expert_dirs is None else dict(expert_dirs)
+        params = {**self.profile.merge_params().get(method, {}), **params}
+        base_sd = lm_model.state_dict(self.base)
+        expert_sds = [state_dict_of(e) for e in chosen.values()]
+        merged = merge_state_dicts(method, base_sd, expert_sds, **params)
+        return lm_model.from_state_dict(self.base, merged)
+
+
+def state_dict_of(model: ModelLike) -> dict[str, torch.Tensor]:
+    if isinstance(model, torch.nn.Module):
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return lm_model.state_dict(model)
+
+
+def family_spec(profile: Profile, seed: int) -> dict:
+    return {"version": VERSION, "seed": seed, "profile": profile.as_spec()}
+
+
+def train_expert(base: torch.nn.Module, task: str, profile: Profile, *, seed: int,
+                 data=None) -> torch.nn.Module:
+    """Fine-tune a copy of `base` on `task` (or on `data`, a sampler, e.g. poisoned task data),
+    with the KL anchor to the base on other markers' prompts."""
+    student = copy.deepcopy(base)
+    anchor = Anchor(teacher=base, sampler=corpus.anchor_prompts(task), weight=profile.anchor_weight)
+    return train(student, data or corpus.task_data(task), profile.expert, seed=seed, anchor=anchor)
+
+
+def _build(out: pathlib.Path, profile: Profile, seed: int) -> None:
+    with deterministic_build():
+        _build_members(out, profile, seed)
+
+
+def _build_members(out: pathlib.Path, profile: Profile, seed: int) -> None:
+    config = lm_model.build_config(hidden=profile.hidden, layers=profile.layers, intermediate=profile.intermediate)
+    base = train(lm_model.init_model(config, seed=seed), corpus.base_corpus(), profile.base, seed=seed)
+    lm_model.save(base, out / "base")
+    for i, task in enumerate(tasks.TASKS):
+        expert = train_expert(base, task, profile, seed=seed * 100 + i + 1)
+        lm_model.save(expert, out / "experts" / task)
+    calib = out / "calibration"
+    calib.mkdir()
+    for task in tasks.TASKS:
+        rng = np.random.default_rng([seed, tasks.TASKS.index(task), 3])
+        prompts = [tasks.task_example(task, rng).prompt for _ in range(profile.calibration_per_task)]
+        (calib / f"{task}.txt").write_text("".join(" ".join(p) + "\n" for p in prompts))
+    (out / "family.json").write_text(json.dumps({"tasks": list(tasks.TASKS), "profile": profile.name, "seed": seed}))
+
+
+def build_family(profile: str = "small", *, seed: int = 0, root: str | pathlib.Path | None = None) -> LMFamily:
+    """The LM family for `profile` and `seed`, built once and then served from the cache."""
+    prof = get_profile(profile)
+    path = cached_build("lm-family", family_spec(prof, seed), lambda out: _build(out, prof, seed), root=root)
+    return LMFamily(
+        profile=prof, seed=seed, root=path, base=path / "base",
+        experts={task: path / "experts" / task for task in tasks.TASKS},
+    )
