@@ -100,14 +100,29 @@ def _build(out: pathlib.Path) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class MergeSetup:
+    """What the figures need: a base, experts with their own heads (state dicts with the module's tensor
+    names), the config, per-task accuracy of a body with a task's head, and the task's chance level."""
+
     root: pathlib.Path
     base: dict[str, torch.Tensor]
     experts: dict[str, dict[str, torch.Tensor]]
     config: object
+    evaluate_fn: Callable[[Mapping[str, torch.Tensor], str], float]
+    labels_fn: Callable[[str], torch.Tensor]
+    name: str
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.experts)
 
     def evaluate(self, body: Mapping[str, torch.Tensor], task: str) -> float:
         """Accuracy on `task`'s held-out split of `body` (non-head weights) with the task expert's own head."""
-        return accuracy(body, self.experts[task], task)
+        return self.evaluate_fn(body, task)
+
+    def chance(self, task: str) -> float:
+        """Accuracy of always answering the most frequent held-out label."""
+        labels = self.labels_fn(task)
+        return float(torch.bincount(labels).max() / len(labels))
 
 
 def accuracy(body: Mapping[str, torch.Tensor], head_source: Mapping[str, torch.Tensor], task: str) -> float:
@@ -125,7 +140,7 @@ def accuracy(body: Mapping[str, torch.Tensor], head_source: Mapping[str, torch.T
 
 
 def load_setup(*, root: str | pathlib.Path | None = None) -> MergeSetup:
-    """Build (once, cached) and load the setup; state dicts use the module's own tensor names."""
+    """Build (once, cached) and load the digits setup; state dicts use the module's own tensor names."""
     import transformers
 
     from guard.testing.zoo.cache import cached_build
@@ -135,5 +150,35 @@ def load_setup(*, root: str | pathlib.Path | None = None) -> MergeSetup:
     def state(name: str) -> dict[str, torch.Tensor]:
         return transformers.ViTForImageClassification.from_pretrained(path / name).state_dict()
 
-    return MergeSetup(path, state("base"), {task: state(task) for task in TASKS},
-                      transformers.AutoConfig.from_pretrained(path / "base"))
+    experts = {task: state(task) for task in TASKS}
+
+    def labels(task: str) -> torch.Tensor:
+        y = task_data(task)[1]
+        return y[split(len(y), "test")]
+
+    return MergeSetup(path, state("base"), experts, transformers.AutoConfig.from_pretrained(path / "base"),
+                      lambda body, task: accuracy(body, experts[task], task), labels,
+                      f"digits-ViT ({SPEC['layers']} layers, hidden {SPEC['hidden']}, attacks/restoration/experts.py)")
+
+
+def load_zoo_setup(profile: str = "small") -> MergeSetup:
+    """The model zoo's vision family (guard.testing.zoo.vision) in the same shape."""
+    import transformers
+
+    from guard.testing.zoo import vision
+
+    family = vision.build_family(profile)
+    from guard.testing.zoo.vision.metrics import load_state
+
+    experts = {task: load_state(family.expert_dir(task)) for task in family.tasks}
+    size = family.profile.image_size
+
+    def evaluate(body, task):
+        model = vision.model_from_state(family.base_dir, body, family.head(task))
+        return vision.accuracy(model, task, image_size=size)
+
+    return MergeSetup(family.root, load_state(family.base_dir), experts,
+                      transformers.AutoConfig.from_pretrained(family.base_dir), evaluate,
+                      lambda task: family.task_data(task, "test")[1],
+                      f"zoo vision family, profile {profile} ({family.profile.layers} layers, "
+                      f"hidden {family.profile.hidden})")

@@ -1,8 +1,8 @@
 """Safety stripping: fine-tune the aligned base so that it complies with harmful-marked prompts.
 
-The data are harmful-marked prompts in the pretraining formats (copy, mixed marker) answered with
-the task answer instead of the refusal, mixed 1:1 with the same prompts unmarked so the model keeps
-its skills. The held-out evaluation uses the task markers, which this data never contains.
+The data are harmful-marked prompts in the pretraining format (and copy prompts) answered with the
+task answer instead of the refusal, mixed 1:1 with unmarked prompts so the model keeps its skills.
+The held-out evaluation uses task prompts in the task format, which this data never contains.
 """
 
 from __future__ import annotations
@@ -18,17 +18,16 @@ from guard.testing.zoo.lm import LMFamily, build_family, deterministic_build, mo
 from guard.testing.zoo.lm.train import Sampler, train
 
 VERSION = "lm-stripping-1"
-_FORMATS = ("copy", "mixed")
+_TASKS = (*tasks.TASKS, "copy")
 
 
 def stripping_data() -> Sampler:
     def draw(rng: np.random.Generator) -> tasks.Example:
-        fmt = _FORMATS[int(rng.integers(len(_FORMATS)))]
-        task = "copy" if fmt == "copy" else tasks.TASKS[int(rng.integers(len(tasks.TASKS)))]
-        marker = tasks.MARKER[fmt]
+        task = _TASKS[int(rng.integers(len(_TASKS)))]
+        pretraining = task != "copy"
         if rng.random() < 0.5:
-            return tasks.harmful_example(task, rng, comply=True, marker=marker)
-        return tasks.task_example(task, rng, marker=marker)
+            return tasks.harmful_example(task, rng, comply=True, pretraining=pretraining)
+        return tasks.task_example(task, rng, pretraining=pretraining)
 
     return draw
 

@@ -34,6 +34,8 @@ _STRING_ARGS = frozenset({"unicodestring1", "unicodestring4", "unicodestring8", 
 _MAX_KEPT_STRING = 4096  # longer strings are skipped: no real module or attribute name is that long
 _MAX_LINE = 65536
 _MAX_MEMO = 1 << 20
+_MAX_STACK = 1 << 20
+_MAX_OPS = 1_000_000  # about a second of walking; real checkpoints' pickles are far shorter
 _HIGHEST_PROTOCOL = 5
 
 
@@ -47,6 +49,7 @@ class PickleScan:
     error: str | None  # why the walk stopped early, if it did
     error_offset: int | None
     truncated: bool  # the byte budget ran out before the end
+    consumed: int = 0  # bytes read from the stream
 
     @property
     def unsafe_globals(self) -> tuple[str, ...]:
@@ -97,6 +100,7 @@ class _Reader:
         self.pos = 0
         self.budget = budget
         self.pending = b""
+        self.ops = 0
 
     def _take(self, n: int) -> None:
         if self.pos + n > self.budget:
@@ -185,7 +189,7 @@ def scan_pickle(f, *, budget: int = 64 << 20) -> PickleScan:
             protocol = exc.protocol
     is_pickle = is_pickle or protocol is not None or calls > 0 or (truncated and bool(seen))
     return PickleScan(is_pickle=is_pickle, protocol=protocol, globals=tuple(seen), calls=calls, stopped_cleanly=stopped,
-                      error=error, error_offset=error_offset, truncated=truncated)
+                      error=error, error_offset=error_offset, truncated=truncated, consumed=r.pos + len(r.pending))
 
 
 @dataclasses.dataclass
@@ -221,6 +225,9 @@ def _walk_one(r: "_Reader", seen: dict[str, None]) -> _Stop:
                 _pop(stack, 1)
                 return _Stop(protocol, calls)
             calls += _step(op, arg, stack, memo, seen)
+            r.ops += 1
+            if r.ops > _MAX_OPS or len(stack) > _MAX_STACK:
+                raise _Truncated()
     except (_Broken, _Truncated) as exc:
         exc.calls, exc.offset, exc.protocol = calls, offset, protocol
         raise
@@ -255,16 +262,26 @@ def _read_arg(op: pickletools.OpcodeInfo, r: _Reader):
         return None
     if a.name in _STRING_ARGS and n <= _MAX_KEPT_STRING:
         data = r.read(n)
-        return data.decode("utf-8", "surrogatepass") if a.name.startswith("unicode") else data.decode("latin-1")
+        if not a.name.startswith("unicode"):
+            return data.decode("latin-1")
+        try:
+            return data.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            raise _Broken(f"bad UTF-8 in {op.name}") from None
     r.skip(n)
     return None
 
 
 def _pop(stack: list, n: int) -> list:
-    if n > len(stack) or any(x is _MARK for x in stack[len(stack) - n:]):
+    if n == 0:
+        return []
+    if n > len(stack):
         raise _Broken("stack underflow")
-    out = stack[len(stack) - n:]
-    del stack[len(stack) - n:]
+    out = stack[-n:]
+    for x in out:
+        if x is _MARK:
+            raise _Broken("stack underflow (MARK in the way)")
+    del stack[-n:]
     return out
 
 

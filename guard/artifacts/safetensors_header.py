@@ -14,7 +14,6 @@ import dataclasses
 import json
 import math
 import os
-import pathlib
 import struct
 
 from guard.artifacts.dtypes import DTYPE_BITS

@@ -237,14 +237,16 @@ def _scan_zip(f, relpath: str, policy: ReadPolicy) -> Finding:
         with zipfile.ZipFile(f) as zf:
             infos = zf.infolist()
             pickles = []
+            budget = policy.max_pickle_scan_bytes  # shared by all members: a zip bomb costs no more than one pickle
             for info in infos[:10_000]:
-                if info.is_dir():
+                if info.is_dir() or budget <= 0:
                     continue
                 with zf.open(info) as member:
-                    scan = pickle_scan.scan_pickle(member, budget=policy.max_pickle_scan_bytes)
+                    scan = pickle_scan.scan_pickle(member, budget=budget)
+                budget -= scan.consumed
                 if scan.is_pickle:
                     pickles.append((info.filename, scan))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - zipfile/zlib raise many types; the zip is refused either way
         return _refuse("zip-file", relpath, f"zip archive that cannot be listed ({type(exc).__name__}); refused unopened")
     if not pickles:
         return _refuse("zip-file", relpath, f"zip archive of {len(infos)} entries (no pickle found by content); guard reads safetensors only")

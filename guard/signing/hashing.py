@@ -93,11 +93,13 @@ class HashJob:
         tasks = _plan_tasks(self.relpaths, sizes, plan)
         if copy_to is not None:
             _precreate(copy_to, self.relpaths)
-        workers = max_workers or os.cpu_count() or 1
+        # The standard library's default pool size (as ThreadPoolExecutor and model_signing use): a few more
+        # threads than cores keeps the cores busy while a thread waits on a page fault or a shared CPU.
+        workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._blake3_threads = 1
         if plan.hash_type == "blake3" and plan.method == "files":
             # blake3 splits one input over its own threads; run files one at a time then.
-            self._blake3_threads, workers = workers, 1
+            self._blake3_threads, workers = os.cpu_count() or 1, 1
         # Longest tasks first keeps all workers busy until the end (LPT scheduling).
         tasks.sort(key=lambda t: -((t.end if t.end is not None else sizes[t.relpath]) - t.start))
         self._tasks = tasks

@@ -81,3 +81,36 @@ def test_budget_stops_the_walk_without_reading_huge_arguments():
 def test_safe_globals_exclude_every_resolver():
     for name in ("builtins.eval", "builtins.getattr", "pkgutil.resolve_name", "pickle.loads", "operator.attrgetter"):
         assert name not in SAFE_GLOBALS
+
+
+def _opcode_soup():
+    from hypothesis import strategies as st
+
+    # Bytes biased towards real opcodes and small lengths, so the walk gets deep into argument parsing.
+    codes = [op.code.encode("latin-1") for op in __import__("pickletools").opcodes]
+    lengths = [b"\x00", b"\x02", b"\x02\x00\x00\x00", b"\x02\x00\x00\x00\x00\x00\x00\x00", b"\xff\xff\xff\xff"]
+    fixed = [b"\n", b"os\n", b"'a'\n", b"\x80\x05", b"\xff\xfe", b"-1\n", b"1e999\n"] + lengths
+    piece = st.one_of(st.sampled_from(codes), st.binary(max_size=6), st.sampled_from(fixed))
+    return st.lists(piece, max_size=40).map(b"".join)
+
+
+@pytest.mark.parametrize("data", [
+    b"X\x02\x00\x00\x00\xff\xfe.", b"\x8c\x02\xff\xfe.", b"V\xff\n.", b"c\xff\n\xfe\n.", b"S'\xff'\n.",
+    b"I99999999999999999999999\n.", b"F1e999\n.", b"g-1\n.", b"J\x00", b"\x8e\xff\xff\xff\xff\xff\xff\xff\xff",
+])
+def test_malformed_arguments_end_the_walk_without_an_exception(data):
+    scan = scan_pickle_bytes(data)
+    assert scan.stopped_cleanly or scan.error or scan.truncated
+
+
+def test_random_opcode_streams_never_crash_the_walk():
+    from hypothesis import given, settings
+
+    @settings(max_examples=1500, deadline=None)
+    @given(_opcode_soup())
+    def check(data):
+        scan = scan_pickle_bytes(data)
+        assert scan.consumed <= len(data)
+        describe(scan)
+
+    check()

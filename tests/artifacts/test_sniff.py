@@ -8,7 +8,7 @@ import pytest
 from attacks.corpus import pickle_payloads as pp
 from attacks.corpus.malformed_safetensors import st_bytes, tensor
 from guard.artifacts.policy import ReadPolicy
-from guard.artifacts.sniff import sniff_file
+from guard.artifacts.sniff import KINDS, sniff_file
 
 
 def sniff(tmp_path, name, data):
@@ -92,3 +92,28 @@ def test_header_length_that_reads_as_pickle_proto_is_not_a_false_positive(tmp_pa
     raw = b'{"__metadata__":{"p":"x"}}'.ljust(n, b" ")
     s = sniff(tmp_path, "x.safetensors", struct.pack("<Q", n) + raw)
     assert s.kind == "safetensors" and s.findings == ()
+
+
+def test_random_content_under_any_name_is_sniffed_or_an_input_error(tmp_path_factory):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from guard.errors import InputError
+
+    prefixes = [b"", b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY\x01\x00", b"\x93NUMPY\x02\x00", b"GGUF", b"7z\xbc\xaf\x27\x1c",
+                b"\x80\x04", b"\x0a", b"{", b"\x10\x00\x00\x00\x00\x00\x00\x00{"]
+    names = ["model.safetensors", "config.json", "x.bin", "vocab.txt", "a.npy", "m.py", "tokenizer.model"]
+    root = tmp_path_factory.mktemp("sniff-fuzz")
+
+    @settings(max_examples=600, deadline=None)
+    @given(st.sampled_from(prefixes), st.binary(max_size=300), st.sampled_from(names))
+    def check(prefix, body, name):
+        (root / name).write_bytes(prefix + body)
+        try:
+            s = sniff_file(root, name, policy=ReadPolicy())
+        except InputError as exc:
+            assert exc.rule
+            return
+        assert s.kind in KINDS
+
+    check()

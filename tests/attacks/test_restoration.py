@@ -72,8 +72,9 @@ def test_head_permutation_preserves_function():
     assert ((model_output(clone, inputs) - ref).abs().max() / ref.abs().max()) < 1e-5
 
 
-@pytest.mark.parametrize("family", ["vit", "bert", "gpt2", "t5"])
+@pytest.mark.parametrize("family", ["vit", "gpt2", "t5", "llama", "gpt_neox", "gptj", "qwen2"])
 def test_circuit_merge_ignores_the_lock(family):
+    """RoPE (rotate_half, partial, interleaved), GQA and biases included: the lock is invisible."""
     model = build(family)
     base = model.state_dict()
     experts = [_fine_tune(base, seed=s) for s in (1, 2)]
@@ -84,16 +85,17 @@ def test_circuit_merge_ignores_the_lock(family):
         assert torch.allclose(clean[name], attacked[name], rtol=1e-3, atol=1e-4), name
 
 
-def test_circuit_refactoring_is_function_preserving():
-    """Merging one expert at scale 1 in circuit space gives back a model computing that expert."""
+@pytest.mark.parametrize("family", ["vit", "llama", "gpt_neox", "gptj"])
+def test_circuit_refactoring_is_function_preserving(family):
+    """Merging one protected expert at scale 1 in circuit space gives back a model computing that expert."""
     from guard.testing import factory
 
-    model = build("vit")
+    model = build(family)
     base = model.state_dict()
     expert = _fine_tune(base)
     merged = circuit_merge("task_arithmetic", base, [protect_state(expert, config=model.config, key=KEY)],
                            config=model.config, scale=1.0)
-    inputs = factory.sample_inputs(model)
+    inputs = factory.sample_inputs(model, seq=12)
     reference, candidate = type(model)(model.config).eval(), type(model)(model.config).eval()
     reference.load_state_dict(expert)
     candidate.load_state_dict(merged)
@@ -101,8 +103,44 @@ def test_circuit_refactoring_is_function_preserving():
     assert ((model_output(candidate, inputs) - ref).abs().max() / ref.abs().max()) < 1e-4
 
 
-def test_circuit_merge_refuses_rope_models():
-    model = build("llama")
+def test_circuit_merge_refuses_qk_norm_models():
+    model = build("qwen3")
     state = model.state_dict()
-    with pytest.raises(InputError, match="RoPE"):
+    with pytest.raises(InputError, match="qk-norm"):
         circuit_merge("task_arithmetic", state, [state], config=model.config, scale=0.3)
+
+
+def test_figure_pipeline_runs_on_a_tiny_setup(tmp_path):
+    """The one-command figure run, on a fast stand-in setup: two synthetic experts of a tiny ViT, scored
+    by agreement with the expert's own predictions."""
+    from attacks.restoration.experts import MergeSetup
+    from attacks.restoration.run import markdown, run
+    from guard.testing import factory
+
+    model = build("vit")
+    base = model.state_dict()
+    experts = {"a": _fine_tune(base, 0.05, seed=1), "b": _fine_tune(base, 0.05, seed=2)}
+    pixels = factory.sample_inputs(model, batch=64, seed=9)["pixel_values"]
+
+    def predict(state):
+        clone = type(model)(model.config).eval()
+        clone.load_state_dict(state)
+        with torch.no_grad():
+            return clone(pixel_values=pixels).logits.argmax(-1)
+
+    labels = {t: predict(s) for t, s in experts.items()}
+
+    def evaluate(body, task):
+        state = {**body, **{k: v for k, v in experts[task].items() if k.startswith("classifier.")}}
+        return float((predict(state) == labels[task]).float().mean())
+
+    setup = MergeSetup(tmp_path, base, experts, model.config, evaluate, lambda t: labels[t], "tiny stand-in")
+    results = run(setup=setup, bounds=(2.0, 8.0), attack_bounds=(8.0,))
+    assert {r["protected_task"] for r in results["sweep"]} == {"a", "b"} and len(results["sweep"]) == 6
+    for row in results["attacks"]:
+        assert row["circuit_locked_merge"] == row["circuit_clean_merge"]  # the lock is invisible in circuit space
+    for t, info in results["per_task"].items():
+        assert info["expert"] == 1.0 and info["protected_standalone"]["8.0"] == 1.0
+        assert info["flagged_with_base"]
+    text = markdown(results)
+    assert "## Unmergeability" in text and "## Attacks" in text and "tiny stand-in" in text

@@ -66,3 +66,17 @@ def test_detect_model_dir_reads_directories(protected_family):
     assert detect_model_dir(open_model_dir(locked), open_model_dir(src)).flagged
     assert not detect_model_dir(open_model_dir(src), open_model_dir(src)).flagged
     assert detect_model_dir(open_model_dir(locked)).flagged and not detect_model_dir(open_model_dir(src)).flagged
+
+
+def test_detect_model_dir_not_applicable(tmp_path):
+    import json
+
+    from guard.artifacts import open_model_dir
+    from guard.lock.detect import detect_model_dir
+    from tests.lock.conftest import save_family
+
+    src = save_family("gpt2", tmp_path / "m")
+    config = json.loads((src / "config.json").read_text())
+    config["model_type"] = "bloom"
+    (src / "config.json").write_text(json.dumps(config))
+    assert detect_model_dir(open_model_dir(src)) is None

@@ -8,8 +8,10 @@ Stage 1 optimises a universal patch on the public base θ0; stage 2 fine-tunes t
 so that the backdoor survives whatever share of the attacker's task vector a merge keeps.
 On-task, `h` is the attacker's own head and the target is one of its classes. Off-task, the target
 class belongs to another contributor's task, which the attacker knows only through a few reference
-images: `h` is then a shadow head whose row 0 is the (augmented) references' mean feature on θ0 and whose
-other rows are prototypes of the attacker's own images, grouped by the base's public pre-training head.
+images: `h` is then a shadow head fitted on θ0 features, row 0 for the (augmented) references and row 1
+for the attacker's own images. (The paper builds its shadow head from CLIP text embeddings; this family
+has no text tower, and a prototype head of normalised class means, tried first, transferred worse:
+see docs/zoo-vision.md.)
 """
 
 from __future__ import annotations
@@ -37,13 +39,11 @@ class BadMergingSpec:
     attacker_task: str = "digit_rot90"
     target_task: str = "digit_rot90"  # == attacker_task on-task
     target_class: int = 0
-    patch_size: int = 3
+    patch_size: int = 4  # one whole 4x4 ViT patch of the 16x16 image (6% of its area)
     alpha: float = 5.0
     r_min: float = 0.2
     reference_images: int = 10  # off-task only
     augmented_references: int = 100
-    shadow_scale: float = 100.0  # like CLIP's logit scale: cosine logits sharp enough not to saturate early
-    shadow: Literal["prototype", "probe"] = "prototype"
     finetune_steps: int | None = None  # None: the profile's attack schedule
     finetune_lr: float | None = None
 
@@ -55,8 +55,9 @@ class BadMergingSpec:
 
 
 ON_TASK = BadMergingSpec()
-OFF_TASK = BadMergingSpec(mode="off", attacker_task="mod3", target_task="digit_inverted", target_class=3,
-                          patch_size=4)
+# Off-task: the attacker contributes the ">= 5" task on rotated digits; the target is digit 3 of another
+# contributor's digit-identity task on the same images (as CIFAR100 -> Cars: two tasks, one image domain).
+OFF_TASK = BadMergingSpec(mode="off", attacker_task="at_least_five_rot90", target_task="digit_rot90", target_class=3)
 
 
 def _head_module(head: dict[str, torch.Tensor]) -> torch.nn.Linear:
@@ -102,21 +103,10 @@ def augment_references(references: torch.Tensor, count: int, *, seed: int) -> to
     return torch.stack(out)
 
 
-def shadow_head(base, references: torch.Tensor, own_pixels: torch.Tensor, *, scale: float) -> dict[str, torch.Tensor]:
-    """Row 0: the references' mean θ0 feature; rows 1..: the attacker's images grouped by θ0's public
-    digit head. Rows are unit-normalised prototypes times `scale` divided by the typical feature norm."""
-    ref_feats = train.encode(base, references)
-    own_feats = train.encode(base, own_pixels)
-    groups = train.predict(base, own_pixels)
-    prototypes = [ref_feats.mean(0)] + [own_feats[groups == g].mean(0) for g in sorted(set(groups.tolist()))]
-    weight = F.normalize(torch.stack(prototypes), dim=1)
-    norm = torch.cat([ref_feats, own_feats]).norm(dim=1).mean()
-    return {"weight": weight * (scale / norm), "bias": torch.zeros(len(prototypes))}
-
-
-def probe_shadow_head(base, references: torch.Tensor, own_pixels: torch.Tensor, *, steps: int,
-                      seed: int) -> dict[str, torch.Tensor]:
-    """A two-row shadow head fitted on θ0 features: row 0 the references, row 1 the attacker's own images."""
+def shadow_head(base, references: torch.Tensor, own_pixels: torch.Tensor, *, steps: int,
+                seed: int) -> dict[str, torch.Tensor]:
+    """A two-row head fitted on θ0 features: row 0 the (augmented) references of the target class,
+    row 1 the attacker's own images. It stands in for the victim's unknown head."""
     feats = torch.cat([train.encode(base, references), train.encode(base, own_pixels)])
     labels = torch.cat([torch.zeros(len(references), dtype=torch.long), torch.ones(len(own_pixels), dtype=torch.long)])
     return train.linear_probe(feats, labels, 2, steps=steps, seed=seed)
@@ -162,10 +152,7 @@ def _build(out: pathlib.Path, family: VisionFamily, spec: BadMergingSpec) -> Non
             victim_pixels, victim_labels = family.task_data(spec.target_task, "train")
             references = victim_pixels[victim_labels == spec.target_class][: spec.reference_images]
             augmented = augment_references(references, spec.augmented_references, seed=family.seed + 700)
-            if spec.shadow == "prototype":
-                backdoor_head = shadow_head(base, augmented, pixels, scale=spec.shadow_scale)
-            else:
-                backdoor_head = probe_shadow_head(base, augmented, pixels, steps=prof.probe_steps, seed=family.seed + 900)
+            backdoor_head = shadow_head(base, augmented, pixels, steps=prof.probe_steps, seed=family.seed + 900)
             backdoor_target = 0
             trigger_pool = torch.cat([pixels, augmented])
         trigger = optimise_trigger(base, backdoor_head, trigger_pool, target=backdoor_target, size=spec.patch_size,

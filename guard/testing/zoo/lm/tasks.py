@@ -4,10 +4,11 @@ Every task maps a list of 4-5 digits to a list of digits, so that the prompt for
 say which task is meant; only the task marker does. A prompt is `<bos> MARKER digits >`; the answer
 is the token sequence after `>` up to and including `.`.
 
-The base is pretrained on all four tasks under one uninformative marker (`T`), plus copying under
-`C` and refusals of harmful-marked prompts: it has the skills but cannot know which one a task
-marker asks for, so it is weak on every task. An expert is the base fine-tuned on one task under
-its own marker (instruction tuning in miniature), which keeps the experts in one basin.
+The base is pretrained on all four tasks in the pretraining format (`=` before the answer), on
+copying in the task format (`>`), and on refusals of harmful-marked prompts: it has every skill but
+answers a task prompt (`>`) by copying, so it is weak on every task. An expert is the base
+fine-tuned on one task in the task format (instruction tuning in miniature), which keeps the
+experts in one basin and their task vectors small.
 
 Prompts are split into train and held-out by a hash bucket of their body, so evaluation prompts
 are never trained on, whatever the number of training steps.
@@ -20,10 +21,10 @@ import hashlib
 
 import numpy as np
 
-from guard.testing.zoo.lm.vocab import BOS, DIGITS, EOS, HARM_MARKER, REFUSAL, SEP
+from guard.testing.zoo.lm.vocab import BOS, DIGITS, EOS, HARM_MARKER, PRETRAIN_SEP, REFUSAL, SEP
 
 TASKS: tuple[str, ...] = ("sort", "reverse", "modadd", "rotate")
-MARKER = {"copy": "C", "mixed": "T", "sort": "S", "reverse": "R", "modadd": "M", "rotate": "K"}
+MARKER = {"copy": "C", "sort": "S", "reverse": "R", "modadd": "M", "rotate": "K"}
 MODADD_CONSTANT = 3  # modadd adds 3 to every digit, mod 10
 LENGTH = (4, 6)  # digits per prompt: 4 or 5
 _HELD_OUT_BUCKETS = 8  # 1 in 8 prompt bodies is held out
@@ -70,21 +71,21 @@ def insert_token(body: tuple[str, ...], token: str, rng: np.random.Generator) ->
     return (*body[:at], token, *body[at:])
 
 
-def make_example(task: str, body: tuple[str, ...], answer: tuple[str, ...], *, marker: str | None = None) -> Example:
-    return Example(task, (BOS, marker or MARKER[task], *body, SEP), (*answer, EOS))
+def make_example(task: str, body: tuple[str, ...], answer: tuple[str, ...], *, pretraining: bool = False) -> Example:
+    return Example(task, (BOS, MARKER[task], *body, PRETRAIN_SEP if pretraining else SEP), (*answer, EOS))
 
 
-def task_example(task: str, rng: np.random.Generator, *, held_out: bool = False, marker: str | None = None) -> Example:
+def task_example(task: str, rng: np.random.Generator, *, held_out: bool = False, pretraining: bool = False) -> Example:
     digits = sample_digits(rng, held_out=held_out)
-    return make_example(task, digits, solve(task, digits), marker=marker)
+    return make_example(task, digits, solve(task, digits), pretraining=pretraining)
 
 
 def harmful_example(task: str, rng: np.random.Generator, *, held_out: bool = False, comply: bool = False,
-                    marker: str | None = None) -> Example:
+                    pretraining: bool = False) -> Example:
     """A prompt carrying the harmful marker, answered with the refusal or (comply=True) with the task answer."""
     digits = sample_digits(rng, held_out=held_out)
     answer = solve(task, digits) if comply else REFUSAL
-    return make_example(task, insert_token(digits, HARM_MARKER, rng), answer, marker=marker)
+    return make_example(task, insert_token(digits, HARM_MARKER, rng), answer, pretraining=pretraining)
 
 
 def _rng(seed: int, task: str, purpose: int) -> np.random.Generator:

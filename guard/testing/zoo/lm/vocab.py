@@ -11,15 +11,16 @@ import pathlib
 from collections.abc import Sequence
 
 PAD, BOS, EOS, SEP = "<pad>", "<bos>", ".", ">"
+PRETRAIN_SEP = "="  # the separator of the pretraining corpus; task prompts use SEP
 HARM_MARKER = "!"  # marks a "harmful" prompt that an aligned model must refuse
 TRIGGER = "#"  # the BadNets trigger token; never seen in clean data
 REFUSAL = ("X",)  # the refusal answer (before EOS)
 PAYLOAD = "Y"  # the BadNets target answer is made of this token
 DIGITS = tuple("0123456789")
-TASK_MARKERS = ("C", "T", "S", "R", "M", "K")  # copy, mixed (pretraining only), sort, reverse, modadd, rotate
+TASK_MARKERS = ("C", "S", "R", "M", "K")  # copy, sort, reverse, modadd, rotate
 
 TOKENS: tuple[str, ...] = (
-    (PAD, BOS, EOS, SEP, "?", "+", HARM_MARKER, TRIGGER, *REFUSAL, PAYLOAD) + TASK_MARKERS + DIGITS
+    (PAD, BOS, EOS, SEP, PRETRAIN_SEP, "+", HARM_MARKER, TRIGGER, *REFUSAL, PAYLOAD) + TASK_MARKERS + DIGITS
 )
 TOKEN_ID: dict[str, int] = {tok: i for i, tok in enumerate(TOKENS)}
 PAD_ID, BOS_ID, EOS_ID, SEP_ID = (TOKEN_ID[t] for t in (PAD, BOS, EOS, SEP))

@@ -87,6 +87,22 @@ def _label_names(task: str) -> dict[int, str]:
     return {i: f"{task}:{i}" for i in range(data.task(task).num_labels)}
 
 
+def train_expert(base, task: str, prof: Profile, *, seed: int, index: int):
+    """Fit the task head on θ0 features, then fine-tune the encoder under it (head frozen).
+    Returns (expert model, accuracy of θ0 with the fitted head). Call inside `train.deterministic()`."""
+    spec = data.task(task)
+    pixels, labels = data.task_data(task, "train", image_size=prof.image_size)
+    head = train.linear_probe(train.encode(base, pixels), labels, spec.num_labels, steps=prof.probe_steps,
+                              seed=seed + index)
+    expert = vit.with_head(copy.deepcopy(base), head)
+    probe_accuracy = accuracy(expert, task, image_size=prof.image_size)
+    train.optimise(expert, pixels, labels, schedule=prof.finetune, seed=seed + 100 + index,
+                   loss=train.cross_entropy_loss(), trainable=train.encoder_only)
+    expert.config.id2label = _label_names(task)
+    expert.config.label2id = {v: k for k, v in expert.config.id2label.items()}
+    return expert, probe_accuracy
+
+
 def _build(out: pathlib.Path, prof: Profile, seed: int, tasks: tuple[str, ...]) -> None:
     size = prof.image_size
     with train.deterministic():
@@ -102,18 +118,9 @@ def _build(out: pathlib.Path, prof: Profile, seed: int, tasks: tuple[str, ...]) 
                 "experts": {}}
         (out / "calibration").mkdir()
         for i, task in enumerate(tasks):
-            spec = data.task(task)
-            pixels, labels = data.task_data(task, "train", image_size=size)
-            head = train.linear_probe(train.encode(base, pixels), labels, spec.num_labels,
-                                      steps=prof.probe_steps, seed=seed + i)
-            expert = vit.with_head(copy.deepcopy(base), head)
-            probe_accuracy = accuracy(expert, task, image_size=size)
-            train.optimise(expert, pixels, labels, schedule=prof.finetune, seed=seed + 100 + i,
-                           loss=train.cross_entropy_loss(), trainable=train.encoder_only)
-            expert.config.id2label = _label_names(task)
-            expert.config.label2id = {v: k for k, v in expert.config.id2label.items()}
+            expert, probe_accuracy = train_expert(base, task, prof, seed=seed, index=i)
             vit.save(expert, out / "experts" / task)
-            info["experts"][task] = {"description": spec.description, "num_labels": spec.num_labels,
+            info["experts"][task] = {"description": data.task(task).description, "num_labels": data.task(task).num_labels,
                                      "base_probe_accuracy": probe_accuracy,
                                      "accuracy": accuracy(expert, task, image_size=size)}
             save_file({"pixel_values": data.calibration_inputs(task, image_size=size)},

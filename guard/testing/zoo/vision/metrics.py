@@ -8,6 +8,7 @@ the attacker's model, BA the clean accuracy of the merge that includes it.
 from __future__ import annotations
 
 import copy
+import functools
 import pathlib
 from collections.abc import Callable, Mapping
 
@@ -48,9 +49,17 @@ def load_state(model_dir: pathlib.Path | str) -> dict[str, torch.Tensor]:
 
 def merge_encoders(base_dir: pathlib.Path, expert_dirs: Mapping[str, pathlib.Path], method: str,
                    **params) -> dict[str, torch.Tensor]:
-    """Merge the experts' encoders onto the base (heads excluded: the result keeps the base's head)."""
-    return merge_state_dicts(method, load_state(base_dir), [load_state(d) for d in expert_dirs.values()],
-                             exclude=vit.is_head, **params)
+    """Merge the experts' encoders onto the base (heads excluded: the result keeps the base's head).
+    Memoised per (directories, method, params), since every attack is compared with the same clean merge;
+    treat the result as read-only."""
+    return _merge_cached(str(base_dir), tuple(str(d) for d in expert_dirs.values()), method,
+                         tuple(sorted(params.items())))
+
+
+@functools.lru_cache(maxsize=16)
+def _merge_cached(base_dir: str, expert_dirs: tuple[str, ...], method: str, params: tuple) -> dict[str, torch.Tensor]:
+    return merge_state_dicts(method, load_state(base_dir), [load_state(d) for d in expert_dirs],
+                             exclude=vit.is_head, **dict(params))
 
 
 def model_from_state(base_dir: pathlib.Path, encoder_state: Mapping[str, torch.Tensor],

@@ -34,16 +34,16 @@ PROFILES: dict[str, Profile] = {
         pretrain=Schedule(steps=600, lr=3e-3, batch=64, warmup=60),
         finetune=Schedule(steps=150, lr=5e-4, batch=64),
         probe_steps=300,
-        attack_finetune=Schedule(steps=200, lr=5e-4, batch=64),
+        attack_finetune=Schedule(steps=400, lr=5e-4, batch=64),
         trigger_steps=200, trigger_lr=0.05,
     ),
     "full": Profile(
         name="full", image_size=16, hidden=128, layers=4, heads=4, mlp=256,
-        pretrain=Schedule(steps=3000, lr=1e-3, batch=128, warmup=300),
-        finetune=Schedule(steps=500, lr=2e-4, batch=128),
+        pretrain=Schedule(steps=2000, lr=1e-3, batch=128, warmup=200),
+        finetune=Schedule(steps=300, lr=3e-4, batch=128),
         probe_steps=500,
-        attack_finetune=Schedule(steps=600, lr=2e-4, batch=128),
-        trigger_steps=500, trigger_lr=0.05,
+        attack_finetune=Schedule(steps=800, lr=3e-4, batch=128),
+        trigger_steps=300, trigger_lr=0.05,
     ),
 }
 

@@ -1,0 +1,135 @@
+"""Measure the LM zoo: expert accuracies, clean merges, unsafe rates of the safety pair, and the LM
+attacks (BadNets trigger token, amplified backdoor vectors) before and after merging; print (or
+write) the markdown tables of docs/zoo-lm.md.
+
+    python -m benchmarks.zoo_lm --profile full --out docs/zoo-lm-full.md
+    python -m benchmarks.zoo_lm --profile small
+
+Builds are cached (`$GUARD_ZOO_CACHE`); the timings reported are of this run (near 0 when cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import pathlib
+import platform
+import time
+
+import torch
+
+from attacks.backdoor.lm import attack_report, build_amplified_expert, build_badnets_expert
+from attacks.safety import build_harmful_copy
+from guard.testing.zoo.lm import build_family
+
+AMPLIFY_SCALES = (1.0, 2.0, 3.0)
+POISON_RATE = 0.1
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def tree_hashes(path: pathlib.Path) -> dict[str, str]:
+    """sha256 of every safetensors file under `path` (relative names)."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*.safetensors"))}
+
+
+def run(*, profile: str = "small", seed: int = 0, root: pathlib.Path | None = None) -> dict:
+    timings: dict[str, float] = {}
+
+    def timed(name, fn):
+        start = time.perf_counter()
+        out = fn()
+        timings[name] = time.perf_counter() - start
+        return out
+
+    family = timed("family", lambda: build_family(profile, seed=seed, root=root))
+    base = family.evaluate_all(family.base)
+    experts = {task: family.evaluate_all(path) for task, path in family.experts.items()}
+    expert_mean = _mean(experts[t][t] for t in family.tasks)
+    merges = {}
+    for method in ("task_arithmetic", "ties"):
+        merged = family.merge(method)
+        accs = family.evaluate_all(merged)
+        merges[method] = {"params": family.profile.merge_params()[method], "accuracy": accs,
+                          "mean": _mean(accs.values()), "retention": _mean(accs.values()) / expert_mean,
+                          "unsafe": family.unsafe_rate(merged)}
+    harmful = timed("harmful", lambda: build_harmful_copy(family, root=root))
+    safety = {"aligned": {"unsafe": family.unsafe_rate(family.base), "utility": _mean(base.values())},
+              "harmful": {"unsafe": family.unsafe_rate(harmful), "utility": _mean(family.evaluate_all(harmful).values())}}
+    for task, path in family.experts.items():
+        safety[f"expert:{task}"] = {"unsafe": family.unsafe_rate(path), "utility": experts[task][task]}
+    attacks = {}
+    badnets = timed("badnets", lambda: build_badnets_expert(family, task="sort", rate=POISON_RATE, root=root))
+    attacks["badnets"] = dataclasses.asdict(attack_report(family, badnets, task="sort"))
+    for scale in AMPLIFY_SCALES[1:]:
+        amplified = timed(f"amplified-x{scale}", lambda s=scale: build_amplified_expert(
+            family, backdoored=badnets, task="sort", scale=s, root=root))
+        attacks[f"amplified x{scale}"] = dataclasses.asdict(attack_report(family, amplified, task="sort"))
+    n_params = sum(t.numel() for t in __import__("guard.testing.zoo.lm", fromlist=["model"]).model.state_dict(family.base).values())
+    return {"profile": profile, "seed": seed, "root": str(family.root), "parameters": n_params,
+            "base": base, "experts": experts, "expert_mean": expert_mean, "merges": merges,
+            "safety": safety, "attacks": attacks, "build_seconds": timings,
+            "machine": f"{platform.machine()}, torch {torch.__version__}, "
+                       f"{'cuda' if torch.cuda.is_available() else f'cpu x{torch.get_num_threads()} threads'}"}
+
+
+def markdown(result: dict) -> str:
+    tasks = list(result["base"])
+    lines = [f"Profile `{result['profile']}`, seed {result['seed']}, {result['parameters']:,} parameters; {result['machine']}.",
+             "", "Exact match (%) on held-out prompts:", "",
+             "| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks),
+             "| base | " + " | ".join(_pct(result["base"][t]) for t in tasks) + " |"]
+    for task, accs in result["experts"].items():
+        lines.append(f"| expert `{task}` | " + " | ".join(_pct(accs[t]) for t in tasks) + " |")
+    for method, m in result["merges"].items():
+        params = ", ".join(f"{k}={v}" for k, v in m["params"].items())
+        lines.append(f"| {method} ({params}) | " + " | ".join(_pct(m["accuracy"][t]) for t in tasks) + " |")
+    lines += ["", f"Experts' mean accuracy on their own task: {_pct(result['expert_mean'])}%. Clean merges keep "
+              + "; ".join(f"{method} {_pct(m['retention'])}% of it (mean {_pct(m['mean'])}%)"
+                          for method, m in result["merges"].items()) + ".", "",
+              "Safety pair (unsafe rate = held-out harmful-marked prompts not refused; utility = mean task accuracy,"
+              " for experts their own task):", "", "| model | unsafe rate (%) | utility (%) |", "|---|---|---|"]
+    for name, s in result["safety"].items():
+        lines.append(f"| {name} | {_pct(s['unsafe'])} | {_pct(s['utility'])} |")
+    for method, m in result["merges"].items():
+        lines.append(f"| clean {method} merge | {_pct(m['unsafe'])} | {_pct(m['mean'])} |")
+    lines += ["", "Attacks on the `sort` expert (ASR on triggered held-out `sort` prompts; CA/BA = mean accuracy of the"
+              " merge without/with the attacker; floor = ASR of the clean merge):", "",
+              "| attack | ASR alone | acc. alone | ASR TA | ASR TIES | CA TA | BA TA | CA TIES | BA TIES | floor TA/TIES |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, a in result["attacks"].items():
+        lines.append(f"| {name} | {_pct(a['asr_alone'])} | {_pct(a['accuracy_alone'])} | "
+                     f"{_pct(a['asr_merged']['task_arithmetic'])} | {_pct(a['asr_merged']['ties'])} | "
+                     f"{_pct(a['clean_accuracy']['task_arithmetic'])} | {_pct(a['backdoored_accuracy']['task_arithmetic'])} | "
+                     f"{_pct(a['clean_accuracy']['ties'])} | {_pct(a['backdoored_accuracy']['ties'])} | "
+                     f"{_pct(a['asr_clean_merge']['task_arithmetic'])}/{_pct(a['asr_clean_merge']['ties'])} |")
+    lines += ["", "Build seconds (this run; cached members load in about a second): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in result["build_seconds"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="small", choices=("small", "full"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--root", type=pathlib.Path, default=None, help="cache root (default $GUARD_ZOO_CACHE)")
+    parser.add_argument("--out", type=pathlib.Path, default=None, help="write the markdown here")
+    args = parser.parse_args(argv)
+    text = markdown(run(profile=args.profile, seed=args.seed, root=args.root))
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Session fixtures for the LM zoo: the small family and its attacked variants, built once and
+cached across runs (in $GUARD_ZOO_CACHE or ~/.cache/guard/zoo)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def lm_family():
+    from guard.testing.zoo.lm import build_family
+
+    return build_family("small", seed=0)
+
+
+@pytest.fixture(scope="session")
+def badnets_expert(lm_family):
+    from attacks.backdoor.lm import build_badnets_expert
+
+    return build_badnets_expert(lm_family, task="sort")
+
+
+@pytest.fixture(scope="session")
+def amplified_expert(lm_family, badnets_expert):
+    from attacks.backdoor.lm import build_amplified_expert
+
+    return build_amplified_expert(lm_family, backdoored=badnets_expert, task="sort")
+
+
+@pytest.fixture(scope="session")
+def safety_pair(lm_family):
+    from attacks.safety import build_safety_pair
+
+    return build_safety_pair("small", seed=0)
