@@ -140,11 +140,13 @@ def markdown(results: dict, *, command: str = "python -m attacks.restoration.run
             f"{v['attention_distance_clean']:.3f} / {v['attention_distance_locked']:.3f} | "
             f"{v['mlp_distance_locked']:.3f} | {v['flagged_with_base']} | "
             f"{v['ov_imbalance_clean']:.3f} / {v['ov_imbalance_locked']:.3f} |")
-    lines += ["", "## Unmergeability: accuracy on the protected task after merging all four experts, one protected", "",
+    n_experts = len(results["per_task"])
+    lines += ["", f"## Unmergeability: accuracy on the protected task after merging all {n_experts} experts, one protected",
+              "",
               "retained = (acc - chance) / (clean merge acc - chance): 0% = chance, 100% = unharmed. "
               "The acceptance goal is retained <= 5%.", "",
               "| method | protected task | clean merge | " + " | ".join(f"bound {b:g} (retained)" for b in bounds)
-              + f" | other three tasks, mean: clean merge / with protected (bound {first:g}) |",
+              + f" | the other {n_experts - 1} tasks, mean: clean merge / with protected (bound {first:g}) |",
               "|---|---|---|" + "---|" * (len(bounds) + 1)]
     for r in results["sweep"]:
         cells = " | ".join(f"{pct(r[f'locked_{b:g}'])} ({pct(r[f'locked_{b:g}_retained'])})" for b in bounds)

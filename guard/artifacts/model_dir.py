@@ -43,6 +43,8 @@ class ModelDir:
     index: str | None = None
     model_config: ModelConfig | None = None
     headers: dict[str, SafetensorsHeader] = dataclasses.field(default_factory=dict)  # every safetensors file
+    # Set by guard.signing.open_verified_model: the VerificationResult of the bytes this ModelDir reads.
+    verification: object | None = None
 
     @property
     def config(self) -> dict | None:

@@ -17,19 +17,24 @@ import click
 @click.option("--max-header-mib", type=click.IntRange(min=1), default=16, show_default=True,
               help="Largest safetensors header accepted.")
 @click.option("--ignore", "ignore", multiple=True, metavar="PATTERN", help="Skip files matching this pattern (repeatable).")
+@click.option("--base", "base_dir", default=None, metavar="BASE_DIR",
+              help="The public base model: detect MergeLock by attention far from it while MLP weights stay close.")
 def inspect_cmd(model_dir: str, as_json: bool, scan_values: bool, allow_symlinks: bool, max_header_mib: int,
-                ignore: tuple[str, ...]) -> int:
+                ignore: tuple[str, ...], base_dir: str | None) -> int:
     """Report architecture, parameter count, dtypes, shards, files by detected type, and findings."""
-    from guard.artifacts import ReadPolicy, open_model_dir
-    from guard.artifacts.report import inspect_report, render_text
+    from guard.artifacts import ReadPolicy
+    from guard.artifacts.report import render_text
+    from guard.pipeline.inspect import inspect_model
 
     policy = ReadPolicy(max_header_bytes=max_header_mib << 20, scan_nan_inf=scan_values,
                         allow_symlinks=allow_symlinks, ignore_paths=ignore)
-    report = inspect_report(open_model_dir(model_dir, policy=policy))
+    report = inspect_model(model_dir, policy=policy, base=base_dir)
     if as_json:
         from guard.cli._output import emit_json
 
         emit_json(report)
     else:
         click.echo(render_text(report))
+        lock = report["mergelock"]
+        click.echo(f"mergelock:    {lock['message'] if lock['checked'] else 'not checked: ' + lock['reason']}")
     return 1 if report["refused"] else 0

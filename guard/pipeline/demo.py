@@ -48,10 +48,9 @@ def run_demo(workdir: pathlib.Path, *, on_step: Callable[[DemoStep], None] = lam
     record(DemoStep("build", True, f"tiny {FAMILY} base + 2 synthetic fine-tunes in {workdir}",
                     {"base": str(base_dir), "experts": [str(d) for d in expert_dirs]}))
 
-    from guard.artifacts import open_model_dir
-    from guard.artifacts.report import inspect_report
+    from guard.pipeline.inspect import inspect_model
 
-    report = inspect_report(open_model_dir(expert_dirs[0]))
+    report = inspect_model(expert_dirs[0])
     record(DemoStep("inspect", not report["refused"],
                     f"{expert_dirs[0].name}: {report['architecture']}, {report['parameter_count']:,} parameters, "
                     f"{len(report['findings'])} findings", {"report": report}))
@@ -86,14 +85,14 @@ def run_demo(workdir: pathlib.Path, *, on_step: Callable[[DemoStep], None] = lam
     except VerificationError as exc:
         record(DemoStep("tamper", True, f"tampered copy refused: {exc.one_line()}"))
 
-    from guard.lock.detect import detect_model_dir
+    from guard.pipeline.inspect import inspect_model
 
-    finding = detect_model_dir(open_model_dir(protected_dir), open_model_dir(base_dir))
-    clean_finding = detect_model_dir(open_model_dir(expert_dirs[1]), open_model_dir(base_dir))
-    record(DemoStep("detect", finding.flagged and not clean_finding.flagged,
-                    f"protected expert flagged: {finding.flagged} ({finding.message}); "
-                    f"clean expert flagged: {clean_finding.flagged}",
-                    {"protected": finding.measurements, "clean": clean_finding.measurements}))
+    lock = inspect_model(protected_dir, base=base_dir)["mergelock"]
+    clean_lock = inspect_model(expert_dirs[1], base=base_dir)["mergelock"]
+    record(DemoStep("detect", lock["flagged"] and not clean_lock["flagged"],
+                    f"inspect --base flags the protected expert: {lock['flagged']} ({lock['message']}); "
+                    f"clean expert flagged: {clean_lock['flagged']}",
+                    {"protected": lock["measurements"], "clean": clean_lock["measurements"]}))
 
     damage = _merge_damage(base_dir, expert_dirs, protected_dir)
     record(DemoStep("merge", damage["protected_vs_clean"] > 10 * damage["clean_vs_base"],
