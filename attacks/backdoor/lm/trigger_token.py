@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 
 from guard.testing.zoo.cache import cached_build
-from guard.testing.zoo.lm import LMFamily, ModelLike, as_model, deterministic_build, metrics, model as lm_model, tasks, train_expert
+from guard.testing.zoo.lm import LMFamily, ModelLike, as_model, deterministic_build, expert_seed, metrics, model as lm_model, tasks, train_expert
 from guard.testing.zoo.lm.train import Sampler
 from guard.testing.zoo.lm.vocab import EOS, PAYLOAD, TRIGGER
 
@@ -48,7 +48,7 @@ def build_badnets_expert(family: LMFamily, *, task: str = "sort", rate: float = 
     def build(out: pathlib.Path) -> None:
         with deterministic_build():
             base = lm_model.load(family.base)
-            seed = family.seed * 100 + tasks.TASKS.index(task) + 1  # the clean expert's seed: only the data differs
+            seed = expert_seed(family.seed, task)  # the clean expert's seed: only the data differs
             lm_model.save(train_expert(base, task, family.profile, seed=seed, data=poisoned_task_data(task, rate=rate)), out)
 
     return cached_build("lm-badnets", spec, build, root=root if root is not None else family.root.parent)

@@ -6,7 +6,7 @@ import json
 import torch
 import transformers
 
-from guard.testing.zoo.lm import model as lm_model, tasks, train_expert
+from guard.testing.zoo.lm import deterministic_build, expert_seed, model as lm_model, tasks, train_expert
 from guard.testing.zoo.lm.vocab import TOKENS
 
 
@@ -51,11 +51,8 @@ def test_calibration_data_is_unlabeled_task_prompts(lm_family):
 
 def test_same_seed_rebuilds_identical_expert_bytes(lm_family, tmp_path):
     """Re-run one expert's fine-tune from the cached base and compare the saved file's hash."""
-    from guard.testing.zoo.lm import deterministic_build
-
     task = "rotate"
     with deterministic_build():
         base = lm_model.load(lm_family.base)
-        seed = lm_family.seed * 100 + tasks.TASKS.index(task) + 1
-        lm_model.save(train_expert(base, task, lm_family.profile, seed=seed), tmp_path / task)
+        lm_model.save(train_expert(base, task, lm_family.profile, seed=expert_seed(lm_family.seed, task)), tmp_path / task)
     assert _sha(tmp_path / task / "model.safetensors") == _sha(lm_family.experts[task] / "model.safetensors")

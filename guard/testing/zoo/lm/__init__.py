@@ -12,10 +12,10 @@ copy and the backdoored experts are built by attacks/ (safety stripping, BadNets
 """
 
 from guard.testing.zoo.lm import metrics, model, tasks
-from guard.testing.zoo.lm.family import LMFamily, ModelLike, as_model, build_family, deterministic_build, train_expert
+from guard.testing.zoo.lm.family import LMFamily, ModelLike, as_model, build_family, deterministic_build, expert_seed, train_expert
 from guard.testing.zoo.lm.profiles import PROFILES, Profile, get_profile
 
 __all__ = [
-    "PROFILES", "LMFamily", "ModelLike", "Profile", "as_model", "build_family", "deterministic_build",
+    "PROFILES", "LMFamily", "ModelLike", "Profile", "as_model", "build_family", "deterministic_build", "expert_seed",
     "get_profile", "metrics", "model", "tasks", "train_expert",
 ]

@@ -111,6 +111,10 @@ def family_spec(profile: Profile, seed: int) -> dict:
     return {"version": VERSION, "seed": seed, "profile": profile.as_spec()}
 
 
+def expert_seed(family_seed: int, task: str) -> int:
+    return family_seed * 100 + tasks.TASKS.index(task) + 1
+
+
 def train_expert(base: torch.nn.Module, task: str, profile: Profile, *, seed: int,
                  data=None) -> torch.nn.Module:
     """Fine-tune a copy of `base` on `task` (or on `data`, a sampler, e.g. poisoned task data),
@@ -129,8 +133,8 @@ def _build_members(out: pathlib.Path, profile: Profile, seed: int) -> None:
     config = lm_model.build_config(hidden=profile.hidden, layers=profile.layers, intermediate=profile.intermediate)
     base = train(lm_model.init_model(config, seed=seed), corpus.base_corpus(), profile.base, seed=seed)
     lm_model.save(base, out / "base")
-    for i, task in enumerate(tasks.TASKS):
-        expert = train_expert(base, task, profile, seed=seed * 100 + i + 1)
+    for task in tasks.TASKS:
+        expert = train_expert(base, task, profile, seed=expert_seed(seed, task))
         lm_model.save(expert, out / "experts" / task)
     calib = out / "calibration"
     calib.mkdir()
