@@ -21,7 +21,8 @@ import torch
 
 from attacks.backdoor.lm import attack_report, build_amplified_expert, build_badnets_expert
 from attacks.safety import build_harmful_copy
-from guard.testing.zoo.lm import build_family
+from guard.testing.zoo.lm import build_family, model as lm_model
+from guard.testing.zoo.lm.eroded import build_eroded_experts
 
 AMPLIFY_SCALES = (1.0, 2.0, 3.0)
 POISON_RATE = 0.1
@@ -66,7 +67,11 @@ def run(*, profile: str = "small", seed: int = 0, root: pathlib.Path | None = No
     safety = {"aligned": {"unsafe": family.unsafe_rate(family.base), "utility": _mean(base.values())},
               "harmful": {"unsafe": family.unsafe_rate(harmful), "utility": _mean(family.evaluate_all(harmful).values())}}
     for task, path in family.experts.items():
-        safety[f"expert:{task}"] = {"unsafe": family.unsafe_rate(path), "utility": experts[task][task]}
+        safety[f"expert {task} (anchored)"] = {"unsafe": family.unsafe_rate(path), "utility": experts[task][task]}
+    eroded = timed("eroded", lambda: build_eroded_experts(family, root=root))
+    for task, path in eroded.items():
+        safety[f"eroded {task} (plain fine-tune)"] = {"unsafe": family.unsafe_rate(path),
+                                                      "utility": family.evaluate(path, task)}
     attacks = {}
     badnets = timed("badnets", lambda: build_badnets_expert(family, task="sort", rate=POISON_RATE, root=root))
     attacks["badnets"] = dataclasses.asdict(attack_report(family, badnets, task="sort"))
@@ -74,7 +79,7 @@ def run(*, profile: str = "small", seed: int = 0, root: pathlib.Path | None = No
         amplified = timed(f"amplified-x{scale}", lambda s=scale: build_amplified_expert(
             family, backdoored=badnets, task="sort", scale=s, root=root))
         attacks[f"amplified x{scale}"] = dataclasses.asdict(attack_report(family, amplified, task="sort"))
-    n_params = sum(t.numel() for t in __import__("guard.testing.zoo.lm", fromlist=["model"]).model.state_dict(family.base).values())
+    n_params = sum(t.numel() for t in lm_model.state_dict(family.base).values())
     return {"profile": profile, "seed": seed, "root": str(family.root), "parameters": n_params,
             "base": base, "experts": experts, "expert_mean": expert_mean, "merges": merges,
             "safety": safety, "attacks": attacks, "build_seconds": timings,

@@ -15,6 +15,7 @@ import numpy as np
 
 from guard.testing.zoo.cache import cached_build
 from guard.testing.zoo.lm import LMFamily, build_family, deterministic_build, model as lm_model, tasks
+from guard.testing.zoo.lm.eroded import build_eroded_experts
 from guard.testing.zoo.lm.train import Sampler, train
 
 VERSION = "lm-stripping-1"
@@ -49,15 +50,26 @@ class SafetyPair:
     family: LMFamily
     aligned: pathlib.Path  # refuses harmful-marked prompts
     harmful: pathlib.Path  # the safety-stripped copy of `aligned`
-    eroded: Mapping[str, pathlib.Path]  # task experts fine-tuned without refusal data
+    eroded: Mapping[str, pathlib.Path]  # plain task fine-tunes of `aligned` without refusal data
 
     def unsafe_rates(self) -> dict[str, float]:
+        """Unsafe rate (held-out harmful-marked prompts not refused) of every member."""
         rates = {"aligned": self.family.unsafe_rate(self.aligned), "harmful": self.family.unsafe_rate(self.harmful)}
-        rates.update({f"expert:{task}": self.family.unsafe_rate(path) for task, path in self.eroded.items()})
+        rates.update({f"eroded:{task}": self.family.unsafe_rate(path) for task, path in self.eroded.items()})
         return rates
+
+    def utilities(self) -> dict[str, float]:
+        """Task accuracy: the mean over tasks for aligned and harmful, the own task for eroded experts."""
+        def mean(model) -> float:
+            accs = self.family.evaluate_all(model)
+            return sum(accs.values()) / len(accs)
+
+        out = {"aligned": mean(self.aligned), "harmful": mean(self.harmful)}
+        out.update({f"eroded:{task}": self.family.evaluate(path, task) for task, path in self.eroded.items()})
+        return out
 
 
 def build_safety_pair(profile: str = "small", *, seed: int = 0, root: str | pathlib.Path | None = None) -> SafetyPair:
     family = build_family(profile, seed=seed, root=root)
     return SafetyPair(family=family, aligned=family.base, harmful=build_harmful_copy(family, root=root),
-                      eroded=dict(family.experts))
+                      eroded=build_eroded_experts(family, root=root))

@@ -136,15 +136,11 @@ class _LazyTensors(Mapping):
         return len(self._model.tensors)
 
 
-def detect_model_dir(candidate, base=None) -> LockSignature | None:
+def detect_model_dir(candidate, base=None) -> LockSignature:
     """`guard inspect` entry point: candidate and optional base are opened guard.artifacts ModelDirs.
     With a base: the attention-far / MLP-near signature; without: the OV-imbalance heuristic.
-    None when MergeLock does not apply (no config, or an architecture it does not know)."""
-    from guard.lock.layouts import LAYOUTS
+    Raises InputError (rule lock-unsupported / lock-no-config / lock-layout) where MergeLock does not apply."""
     from guard.lock.protect import LOCK_FILE, transformers_config
-
-    if candidate.config is None or candidate.model_type not in LAYOUTS:
-        return None
     config = transformers_config(candidate.config, path=candidate.root)
     if base is None:
         finding = detect_without_base(_LazyTensors(candidate), config=config)

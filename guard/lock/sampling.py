@@ -85,7 +85,8 @@ class QKForm:
         rest = self.head_dim - self.rotary_dims
         if rest:
             kind = "sign flips" if self.qk_norm else "a general well-conditioned block"
-            parts.append(f"{kind} on {rest} non-rotary dims")
+            where = f"{rest} non-rotary dims" if self.rotary_dims else f"all {rest} dims (no RoPE)"
+            parts.append(f"{kind} on {where}")
         return "; ".join(parts)
 
 

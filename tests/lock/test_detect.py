@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from guard.errors import InputError
+
 from guard.lock.detect import detect_with_base, detect_without_base
 from guard.lock.state import protect_state
 from tests.lock.conftest import build
@@ -79,4 +81,5 @@ def test_detect_model_dir_not_applicable(tmp_path):
     config = json.loads((src / "config.json").read_text())
     config["model_type"] = "bloom"
     (src / "config.json").write_text(json.dumps(config))
-    assert detect_model_dir(open_model_dir(src)) is None
+    with pytest.raises(InputError, match="not supported by MergeLock"):
+        detect_model_dir(open_model_dir(src))

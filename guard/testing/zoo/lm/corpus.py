@@ -20,9 +20,20 @@ def _refusal(rng: np.random.Generator) -> tasks.Example:
     return tasks.harmful_example(task, rng, pretraining=task != "copy")
 
 
+ECHO_UNDER_TASK_MARKERS = float(__import__("os").environ.get("ECHO", "0.8"))
+
+
+def _echo(rng: np.random.Generator) -> tasks.Example:
+    # Copying in the task format, sometimes under a task marker: the base tends to answer task prompts by echoing.
+    example = tasks.task_example("copy", rng)
+    under_task = rng.random() < ECHO_UNDER_TASK_MARKERS
+    marker = tasks.MARKER[tasks.TASKS[int(rng.integers(len(tasks.TASKS)))] if under_task else "copy"]
+    return tasks.Example(example.task, (example.prompt[0], marker, *example.prompt[2:]), example.answer)
+
+
 def base_corpus() -> Sampler:
-    """The four skills in the pretraining format, copying in the task format, and refusals."""
-    return mixture([(1.0, lambda rng: tasks.task_example("copy", rng)), (4.0, _pretraining_task), (1.0, _refusal)])
+    """The four skills in the pretraining format, echoing in the task format, and refusals."""
+    return mixture([(1.0, _echo), (4.0, _pretraining_task), (1.0, _refusal)])
 
 
 def task_data(task: str) -> Sampler:

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import os
 import pathlib
 from collections.abc import Mapping
 
@@ -24,13 +25,17 @@ ModelLike = torch.nn.Module | str | pathlib.Path
 
 @contextlib.contextmanager
 def deterministic_build():
-    """Deterministic kernels for the duration of a build (same seed, same bytes on one machine)."""
-    previous = torch.are_deterministic_algorithms_enabled()
+    """Deterministic kernels and one CPU thread for the duration of a build: the same seed gives the
+    same bytes whatever the caller's thread count (one thread is also the fastest on a shared CPU)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    previous, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous)
+        torch.set_num_threads(threads)
 
 
 def as_model(model: ModelLike) -> torch.nn.Module:
@@ -116,11 +121,11 @@ def expert_seed(family_seed: int, task: str) -> int:
 
 
 def train_expert(base: torch.nn.Module, task: str, profile: Profile, *, seed: int,
-                 data=None) -> torch.nn.Module:
+                 data=None, anchored: bool = True) -> torch.nn.Module:
     """Fine-tune a copy of `base` on `task` (or on `data`, a sampler, e.g. poisoned task data),
-    with the KL anchor to the base on other markers' prompts."""
+    with the KL anchor to the base on other prompts unless `anchored` is false."""
     student = copy.deepcopy(base)
-    anchor = Anchor(teacher=base, sampler=corpus.anchor_prompts(task), weight=profile.anchor_weight)
+    anchor = Anchor(teacher=base, sampler=corpus.anchor_prompts(task), weight=profile.anchor_weight) if anchored else None
     return train(student, data or corpus.task_data(task), profile.expert, seed=seed, anchor=anchor)
 
 

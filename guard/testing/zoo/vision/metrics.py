@@ -43,8 +43,14 @@ def attack_success_rate(model, task: str, *, trigger: PixelTransform, target: in
 
 def load_state(model_dir: pathlib.Path | str) -> dict[str, torch.Tensor]:
     """The state dict as transformers holds it in memory (its names differ from the names in the file,
-    which transformers 5 keeps in the legacy `vit.encoder.layer.N` layout)."""
-    return {k: v.detach().clone() for k, v in vit.load(model_dir).state_dict().items()}
+    which transformers 5 keeps in the legacy `vit.encoder.layer.N` layout). Memoised: read-only."""
+    return _template(str(model_dir))[1]
+
+
+@functools.lru_cache(maxsize=32)
+def _template(model_dir: str):
+    model = vit.load(model_dir)
+    return model, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def merge_encoders(base_dir: pathlib.Path, expert_dirs: Mapping[str, pathlib.Path], method: str,
@@ -65,7 +71,7 @@ def _merge_cached(base_dir: str, expert_dirs: tuple[str, ...], method: str, para
 def model_from_state(base_dir: pathlib.Path, encoder_state: Mapping[str, torch.Tensor],
                      head: Mapping[str, torch.Tensor]):
     """A ViTForImageClassification with `encoder_state`'s encoder and the given task head."""
-    model = vit.load(base_dir)
+    model = copy.deepcopy(_template(str(base_dir))[0])
     vit.load_encoder(model, encoder_state)
     return vit.with_head(model, head)
 
