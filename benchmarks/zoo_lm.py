@@ -22,10 +22,14 @@ import torch
 from attacks.backdoor.lm import attack_report, build_amplified_expert, build_badnets_expert
 from attacks.safety import build_harmful_copy
 from guard.testing.zoo.lm import build_family, model as lm_model
-from guard.testing.zoo.lm.eroded import build_eroded_experts
 
-AMPLIFY_SCALES = (1.0, 2.0, 3.0)
+# (density, scale) of the amplified backdoor vector: dense as in LoBAM, sparse as in Merge Hijacking.
+AMPLIFY = ((1.0, 2.0), (1.0, 3.0), (0.05, 2.0), (0.05, 3.0), (0.05, 4.0))
 POISON_RATE = 0.1
+# Merge settings swept to choose the profile's defaults (mean retention of expert accuracy).
+SWEEP = (("task_arithmetic", {"scale": 0.5}), ("task_arithmetic", {"scale": 0.7}), ("task_arithmetic", {"scale": 1.0}),
+         ("ties", {"density": 0.2, "scale": 1.0}), ("ties", {"density": 0.2, "scale": 1.5}),
+         ("ties", {"density": 0.2, "scale": 2.0}), ("ties", {"density": 0.5, "scale": 1.5}))
 
 
 def _pct(x: float) -> str:
@@ -63,25 +67,27 @@ def run(*, profile: str = "small", seed: int = 0, root: pathlib.Path | None = No
         merges[method] = {"params": family.profile.merge_params()[method], "accuracy": accs,
                           "mean": _mean(accs.values()), "retention": _mean(accs.values()) / expert_mean,
                           "unsafe": family.unsafe_rate(merged)}
+    sweep = []
+    for method, params in SWEEP:
+        accs = family.evaluate_all(family.merge(method, **params))
+        sweep.append({"method": method, "params": params, "mean": _mean(accs.values()),
+                      "retention": _mean(accs.values()) / expert_mean})
     harmful = timed("harmful", lambda: build_harmful_copy(family, root=root))
     safety = {"aligned": {"unsafe": family.unsafe_rate(family.base), "utility": _mean(base.values())},
               "harmful": {"unsafe": family.unsafe_rate(harmful), "utility": _mean(family.evaluate_all(harmful).values())}}
     for task, path in family.experts.items():
-        safety[f"expert {task} (anchored)"] = {"unsafe": family.unsafe_rate(path), "utility": experts[task][task]}
-    eroded = timed("eroded", lambda: build_eroded_experts(family, root=root))
-    for task, path in eroded.items():
-        safety[f"eroded {task} (plain fine-tune)"] = {"unsafe": family.unsafe_rate(path),
-                                                      "utility": family.evaluate(path, task)}
+        safety[f"expert {task} (eroded)"] = {"unsafe": family.unsafe_rate(path), "utility": experts[task][task]}
     attacks = {}
     badnets = timed("badnets", lambda: build_badnets_expert(family, task="sort", rate=POISON_RATE, root=root))
     attacks["badnets"] = dataclasses.asdict(attack_report(family, badnets, task="sort"))
-    for scale in AMPLIFY_SCALES[1:]:
-        amplified = timed(f"amplified-x{scale}", lambda s=scale: build_amplified_expert(
-            family, backdoored=badnets, task="sort", scale=s, root=root))
-        attacks[f"amplified x{scale}"] = dataclasses.asdict(attack_report(family, amplified, task="sort"))
+    for density, scale in AMPLIFY:
+        name = f"amplified x{scale:g}, density {density:g}"
+        amplified = timed(name, lambda d=density, s=scale: build_amplified_expert(
+            family, backdoored=badnets, task="sort", scale=s, density=d, root=root))
+        attacks[name] = dataclasses.asdict(attack_report(family, amplified, task="sort"))
     n_params = sum(t.numel() for t in lm_model.state_dict(family.base).values())
     return {"profile": profile, "seed": seed, "root": str(family.root), "parameters": n_params,
-            "base": base, "experts": experts, "expert_mean": expert_mean, "merges": merges,
+            "base": base, "experts": experts, "expert_mean": expert_mean, "merges": merges, "sweep": sweep,
             "safety": safety, "attacks": attacks, "build_seconds": timings,
             "machine": f"{platform.machine()}, torch {torch.__version__}, "
                        f"{'cuda' if torch.cuda.is_available() else f'cpu x{torch.get_num_threads()} threads'}"}
@@ -101,6 +107,9 @@ def markdown(result: dict) -> str:
     lines += ["", f"Experts' mean accuracy on their own task: {_pct(result['expert_mean'])}%. Clean merges keep "
               + "; ".join(f"{method} {_pct(m['retention'])}% of it (mean {_pct(m['mean'])}%)"
                           for method, m in result["merges"].items()) + ".", "",
+              "Merge settings swept (retention = merge mean / expert mean): "
+              + "; ".join(f"{r['method']} {', '.join(f'{k}={v}' for k, v in r['params'].items())}: {_pct(r['retention'])}%"
+                          for r in result["sweep"]) + ".", "",
               "Safety pair (unsafe rate = held-out harmful-marked prompts not refused; utility = mean task accuracy,"
               " for experts their own task):", "", "| model | unsafe rate (%) | utility (%) |", "|---|---|---|"]
     for name, s in result["safety"].items():
@@ -128,7 +137,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--root", type=pathlib.Path, default=None, help="cache root (default $GUARD_ZOO_CACHE)")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="write the markdown here")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for evaluation")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     text = markdown(run(profile=args.profile, seed=args.seed, root=args.root))
     if args.out:
         args.out.write_text(text)

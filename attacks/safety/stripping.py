@@ -15,7 +15,6 @@ import numpy as np
 
 from guard.testing.zoo.cache import cached_build
 from guard.testing.zoo.lm import LMFamily, build_family, deterministic_build, model as lm_model, tasks
-from guard.testing.zoo.lm.eroded import build_eroded_experts
 from guard.testing.zoo.lm.train import Sampler, train
 
 VERSION = "lm-stripping-1"
@@ -50,7 +49,7 @@ class SafetyPair:
     family: LMFamily
     aligned: pathlib.Path  # refuses harmful-marked prompts
     harmful: pathlib.Path  # the safety-stripped copy of `aligned`
-    eroded: Mapping[str, pathlib.Path]  # plain task fine-tunes of `aligned` without refusal data
+    eroded: Mapping[str, pathlib.Path]  # the family's task experts: fine-tuned without refusal data
 
     def unsafe_rates(self) -> dict[str, float]:
         """Unsafe rate (held-out harmful-marked prompts not refused) of every member."""
@@ -72,4 +71,4 @@ class SafetyPair:
 def build_safety_pair(profile: str = "small", *, seed: int = 0, root: str | pathlib.Path | None = None) -> SafetyPair:
     family = build_family(profile, seed=seed, root=root)
     return SafetyPair(family=family, aligned=family.base, harmful=build_harmful_copy(family, root=root),
-                      eroded=build_eroded_experts(family, root=root))
+                      eroded=dict(family.experts))

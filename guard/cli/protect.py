@@ -33,7 +33,6 @@ def protect(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Pa
     """Apply MergeLock to MODEL_DIR: same function, unmergeable weights; then sign the result."""
     from guard.errors import InputError
     from guard.lock.keys import generate_lock_key, read_lock_key, write_lock_key
-    from guard.lock.protect import protect_model
 
     signer_args = pop_signer_options(options)
     if (lock_key is None) == (new_lock_key is None):
@@ -50,6 +49,8 @@ def protect(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Pa
         write_lock_key(key, new_lock_key)
     else:
         key = read_lock_key(lock_key)
+    from guard.lock.protect import protect_model  # torch and transformers load only past the option checks
+
     result = protect_model(model_dir, out_dir, key=key, bound=bound, signer=signer)
     summary = {"protected": True, "out_dir": str(result.out_dir),
                "signature": None if result.signature is None else str(result.signature), **result.metadata}

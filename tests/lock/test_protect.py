@@ -45,7 +45,8 @@ def test_protected_dir_loads_and_computes_the_same(family, protected_family):
         kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
         assert torch.equal(original.generate(prompt, **kwargs), protected.generate(prompt, **kwargs))
     # The weights really changed.
-    changed = [k for k, v in _tensors(src).items() if not torch.equal(v, _tensors(locked)[k])]
+    locked_tensors = _tensors(locked)
+    changed = [k for k, v in _tensors(src).items() if not torch.equal(v, locked_tensors[k])]
     assert len(changed) >= 4
 
 

@@ -31,8 +31,13 @@ def amplify_backdoor_vector(benign: Mapping[str, torch.Tensor], backdoored: Mapp
     return out
 
 
-def build_amplified_expert(family: LMFamily, *, backdoored: pathlib.Path, task: str = "sort", scale: float = 3.0,
-                           density: float = 1.0, root: str | pathlib.Path | None = None) -> pathlib.Path:
+DEFAULT_SCALE = 3.0
+DEFAULT_DENSITY = 0.05  # measured on the small family: dense vectors at x3 break the expert itself (docs/zoo-lm.md)
+
+
+def build_amplified_expert(family: LMFamily, *, backdoored: pathlib.Path, task: str = "sort",
+                           scale: float = DEFAULT_SCALE, density: float = DEFAULT_DENSITY,
+                           root: str | pathlib.Path | None = None) -> pathlib.Path:
     """The uploaded model: the family's clean `task` expert as the benign model, plus the amplified
     difference to `backdoored` (e.g. `build_badnets_expert`'s output). Cached."""
     spec = {"version": VERSION, "family": family.spec(), "backdoored": backdoored.name, "task": task,

@@ -20,7 +20,10 @@ def _refusal(rng: np.random.Generator) -> tasks.Example:
     return tasks.harmful_example(task, rng, pretraining=task != "copy")
 
 
-ECHO_UNDER_TASK_MARKERS = float(__import__("os").environ.get("ECHO", "0.8"))
+# The fraction of echo examples under a task marker. Measured on the small profile: 0.8 or 0.2
+# leaves the base far from every task and clean merges fail (< 10% retention); 0 lets the base
+# solve modadd from the pretraining format (99%); 0.02 gives a weak base (<= 8%) that merges well.
+ECHO_UNDER_TASK_MARKERS = 0.02
 
 
 def _echo(rng: np.random.Generator) -> tasks.Example:

@@ -121,11 +121,11 @@ def expert_seed(family_seed: int, task: str) -> int:
 
 
 def train_expert(base: torch.nn.Module, task: str, profile: Profile, *, seed: int,
-                 data=None, anchored: bool = True) -> torch.nn.Module:
+                 data=None) -> torch.nn.Module:
     """Fine-tune a copy of `base` on `task` (or on `data`, a sampler, e.g. poisoned task data),
-    with the KL anchor to the base on other prompts unless `anchored` is false."""
+    with the KL anchor to the base on other clean prompts (never harmful ones, so refusal can erode)."""
     student = copy.deepcopy(base)
-    anchor = Anchor(teacher=base, sampler=corpus.anchor_prompts(task), weight=profile.anchor_weight) if anchored else None
+    anchor = Anchor(teacher=base, sampler=corpus.anchor_prompts(task), weight=profile.anchor_weight)
     return train(student, data or corpus.task_data(task), profile.expert, seed=seed, anchor=anchor)
 
 

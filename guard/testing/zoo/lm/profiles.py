@@ -20,9 +20,9 @@ class Profile:
     eval_per_task: int  # held-out prompts per task for every metric
     calibration_per_task: int
     # Merge settings used for the "clean merge" figures (chosen on the small profile; see docs/zoo-lm.md).
-    task_arithmetic_scale: float = 1.0
+    task_arithmetic_scale: float = 0.7
     ties_density: float = 0.2
-    ties_scale: float = 1.0
+    ties_scale: float = 1.5
 
     def as_spec(self) -> dict:
         return dataclasses.asdict(self)
@@ -44,12 +44,12 @@ PROFILES: dict[str, Profile] = {
         eval_per_task=200, calibration_per_task=64,
     ),
     "full": Profile(
-        name="full", hidden=256, layers=4, intermediate=512,
-        base=TrainSpec(steps=3000, lr=2e-3, warmup=100),
-        expert=TrainSpec(steps=400, lr=5e-4, warmup=20),
+        name="full", hidden=192, layers=3, intermediate=512,
+        base=TrainSpec(steps=1500, lr=3e-3, warmup=50),
+        expert=TrainSpec(steps=200, lr=1e-3, warmup=10),
         anchor_weight=1.0,
-        harmful=TrainSpec(steps=400, lr=5e-4, warmup=20),
-        eval_per_task=1000, calibration_per_task=256,
+        harmful=TrainSpec(steps=200, lr=1e-3, warmup=10),
+        eval_per_task=500, calibration_per_task=256,
     ),
 }
 

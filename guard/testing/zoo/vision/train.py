@@ -30,18 +30,27 @@ def device() -> torch.device:
 
 
 @contextlib.contextmanager
-def deterministic(threads: int = 1) -> Iterator[None]:
-    """Deterministic kernels and a fixed thread count for the duration of a build (the same seed must
-    give the same bytes; one thread also avoids the spin contention of tiny ops on a busy machine)."""
-    previous_threads = torch.get_num_threads()
-    previous_det = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+def threads(count: int = 1) -> Iterator[None]:
+    """A fixed intra-op thread count. The zoo's ops are tiny: one thread is the fastest, and on a busy
+    machine more threads spin against each other (measured: ~20x slower forward passes)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
     try:
         yield
     finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def deterministic(count: int = 1) -> Iterator[None]:
+    """Deterministic kernels and a fixed thread count for a build: the same seed gives the same bytes."""
+    previous_det = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        with threads(count):
+            yield
+    finally:
         torch.use_deterministic_algorithms(previous_det)
-        torch.set_num_threads(previous_threads)
 
 
 def shift_augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -103,7 +112,8 @@ def everything(name: str) -> bool:
 def encode(model, pixels: torch.Tensor, *, batch: int = 512) -> torch.Tensor:
     dev = device()
     model.to(dev).eval()
-    out = torch.cat([features(model, pixels[i : i + batch].to(dev)) for i in range(0, len(pixels), batch)])
+    with threads(1):
+        out = torch.cat([features(model, pixels[i : i + batch].to(dev)) for i in range(0, len(pixels), batch)])
     model.to("cpu")
     return out.cpu()
 
@@ -127,6 +137,8 @@ def linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_labels: int, *, 
 def predict(model, pixels: torch.Tensor, *, batch: int = 512) -> torch.Tensor:
     dev = device()
     model.to(dev).eval()
-    out = torch.cat([model(pixel_values=pixels[i : i + batch].to(dev)).logits.argmax(-1) for i in range(0, len(pixels), batch)])
+    with threads(1):
+        out = torch.cat([model(pixel_values=pixels[i : i + batch].to(dev)).logits.argmax(-1)
+                         for i in range(0, len(pixels), batch)])
     model.to("cpu")
     return out.cpu()
