@@ -2,6 +2,7 @@
 
     python -m benchmarks.protect            # full: a ~150M-parameter Llama-style model
     python -m benchmarks.protect --small    # seconds; what tests/lock/test_benchmark.py runs
+    python -m benchmarks.protect --precision  # the self-check error per dtype and bound (docs/lock.md)
 
 Reports bytes/s of cp -r and of protect (whole command: stream + transform + write, self-check, no
 signing), the ratio protect/cp (goal >= 0.5), the phase split, and the peak RSS of a protect run in a
@@ -84,10 +85,56 @@ def run(*, size: str = "full", workdir: pathlib.Path | None = None) -> dict:
     }
 
 
+def precision(*, bounds=(2.0, 8.0, 16.0), families=None) -> dict:
+    """Max relative logit error of protected vs original, per bound and stored dtype, over the factory's
+    families and the real MiniLM (probe: guard.lock.selfcheck's batch, run in the stored dtype)."""
+    import torch
+    import transformers
+
+    from guard.lock.keys import LockKey
+    from guard.lock.selfcheck import probe_inputs
+    from guard.lock.state import protect_state
+    from guard.testing import factory
+
+    key = LockKey(bytes(range(32)))
+    families = families or (*factory.ALL_FAMILIES, "minilm")
+
+    def output(model, inputs):
+        with torch.no_grad():
+            out = model(**inputs)
+        return (out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state).double()
+
+    table: dict = {}
+    for bound in bounds:
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            errors = {}
+            for family in families:
+                if family == "minilm":
+                    model = transformers.BertModel.from_pretrained(factory.minilm_dir())
+                else:
+                    model = factory.build_model(family)
+                model = model.to(dtype).eval()
+                inputs = probe_inputs(model.config)
+                if "pixel_values" in inputs:
+                    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+                ref = output(model, inputs)
+                locked = type(model)(model.config).to(dtype).eval()
+                locked.load_state_dict(protect_state(model.state_dict(), config=model.config, key=key, bound=bound))
+                errors[family] = float((output(locked, inputs) - ref).abs().max() / ref.abs().max())
+            worst = max(errors, key=errors.get)
+            table[f"bound {bound:g} {str(dtype).removeprefix('torch.')}"] = {
+                "max": errors[worst], "worst_family": worst, "minilm": errors.get("minilm"), "per_family": errors}
+    return table
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="guard protect vs cp -r")
     parser.add_argument("--small", action="store_true", help="tiny model: seconds (the test's mode)")
+    parser.add_argument("--precision", action="store_true", help="self-check error per dtype and bound")
     args = parser.parse_args(argv)
+    if args.precision:
+        print(json.dumps(precision(), indent=2))
+        return
     print(json.dumps(run(size="small" if args.small else "full"), indent=2))
 
 

@@ -93,6 +93,21 @@ def run(*, profile: str = "small", seed: int = 0, root: pathlib.Path | None = No
                        f"{'cuda' if torch.cuda.is_available() else f'cpu x{torch.get_num_threads()} threads'}"}
 
 
+def determinism(*, profile: str, seed: int, root: pathlib.Path | None, fresh_root: pathlib.Path) -> dict:
+    """Build the family, harmful copy and BadNets expert into `fresh_root` and compare every
+    safetensors file's sha256 with the builds in `root` (the default cache when None)."""
+    out = {}
+    for where in (root, fresh_root):
+        family = build_family(profile, seed=seed, root=where)
+        members = {"family": family.root, "harmful": build_harmful_copy(family, root=where),
+                   "badnets": build_badnets_expert(family, task="sort", rate=POISON_RATE, root=where)}
+        out[str(where)] = {f"{name}/{rel}": digest for name, path in members.items()
+                           for rel, digest in tree_hashes(path).items()}
+    first, second = out.values()
+    return {"files": len(first), "identical": first == second,
+            "differing": sorted(k for k in first if first.get(k) != second.get(k))}
+
+
 def markdown(result: dict) -> str:
     tasks = list(result["base"])
     lines = [f"Profile `{result['profile']}`, seed {result['seed']}, {result['parameters']:,} parameters; {result['machine']}.",
@@ -138,8 +153,16 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--root", type=pathlib.Path, default=None, help="cache root (default $GUARD_ZOO_CACHE)")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="write the markdown here")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for evaluation")
+    parser.add_argument("--determinism", type=pathlib.Path, default=None, metavar="FRESH_ROOT",
+                        help="instead: rebuild into FRESH_ROOT and compare file hashes with --root")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.determinism is not None:
+        report = determinism(profile=args.profile, seed=args.seed, root=args.root, fresh_root=args.determinism)
+        text = (f"Determinism ({args.profile}, seed {args.seed}): {report['files']} safetensors files, "
+                f"identical: {report['identical']}; differing: {report['differing'] or 'none'}.")
+        print(text)
+        return text
     text = markdown(run(profile=args.profile, seed=args.seed, root=args.root))
     if args.out:
         args.out.write_text(text)

@@ -44,10 +44,6 @@ class BadMergingSpec:
     r_min: float = 0.2
     reference_images: int = 10  # off-task only
     augmented_references: int = 100
-    # Weight of an extra term ‖f_θ(x) − f_θ0(x)‖² on clean images (0 = the paper's loss). Off-task, the
-    # attacker's own task says nothing about the victim's classes, and without it the victim's clean
-    # accuracy in the merge (BA) collapses.
-    preserve: float = 0.0
     finetune_steps: int | None = None  # None: the profile's attack schedule
     finetune_lr: float | None = None
 
@@ -117,7 +113,7 @@ def shadow_head(base, references: torch.Tensor, own_pixels: torch.Tensor, *, ste
 
 
 def fi_loss(base, *, task_head: dict, backdoor_head: dict, trigger: PatchTrigger, target: int, alpha: float,
-            r_min: float, triggered_pool: torch.Tensor, preserve: float = 0.0) -> train.LossFn:
+            r_min: float, triggered_pool: torch.Tensor) -> train.LossFn:
     """Stage 2 loss: clean CE on the attacker's task + α · CE of the interpolated triggered feature."""
     dev = train.device()
     base.to(dev).eval().requires_grad_(False)
@@ -131,12 +127,7 @@ def fi_loss(base, *, task_head: dict, backdoor_head: dict, trigger: PatchTrigger
         return r * vit.features(model, pixels) + (1.0 - r) * base_feats
 
     def loss(model, pixels, labels, generator):
-        clean_feats = vit.features(model, pixels)
-        clean = F.cross_entropy(clean_head(clean_feats), labels)
-        if preserve:
-            with torch.no_grad():
-                anchor = vit.features(base, pixels)
-            clean = clean + preserve * (clean_feats - anchor).pow(2).sum(-1).mean()
+        clean = F.cross_entropy(clean_head(vit.features(model, pixels)), labels)
         idx = torch.randint(0, len(pool), (len(pixels),), generator=generator).to(dev)
         poisoned = paste(pool[idx], pattern)
         r = r_min + (1.0 - r_min) * float(torch.rand((), generator=generator))
@@ -169,7 +160,7 @@ def _build(out: pathlib.Path, family: VisionFamily, spec: BadMergingSpec) -> Non
         attacker = vit.load(family.expert_dir(spec.attacker_task))
         vit.load_encoder(attacker, base.state_dict())  # start from θ0, keep the task head
         loss = fi_loss(base, task_head=own_head, backdoor_head=backdoor_head, trigger=trigger, target=backdoor_target,
-                       alpha=spec.alpha, r_min=spec.r_min, triggered_pool=trigger_pool, preserve=spec.preserve)
+                       alpha=spec.alpha, r_min=spec.r_min, triggered_pool=trigger_pool)
         schedule = dataclasses.replace(prof.attack_finetune, **{
             k: v for k, v in (("steps", spec.finetune_steps), ("lr", spec.finetune_lr)) if v is not None})
         train.optimise(attacker, pixels, labels, schedule=schedule, seed=family.seed + 800, loss=loss,
@@ -186,6 +177,7 @@ def build_badmerging(family: VisionFamily, spec: BadMergingSpec = ON_TASK, *,
     for task in (spec.attacker_task, spec.target_task):
         family.expert_dir(task)  # both tasks must belong to the family
     key = {"version": VERSION, "family": family_spec(family.profile, family.seed, family.tasks),
+           "profile": family.profile.as_dict(),
            "attack": dataclasses.asdict(spec)}
     path = cached_build("vision-badmerging", key, lambda out: _build(out, family, spec),
                         root=family.root.parent if root is None else root)

@@ -59,6 +59,7 @@ def build_badnets(family: VisionFamily, spec: BadNetsSpec = BadNetsSpec(), *,
                   root: pathlib.Path | str | None = None) -> VisionBackdoor:
     """A BadNets-poisoned expert for `spec.task` of `family` (cached next to the family unless `root`)."""
     key = {"version": VERSION, "family": family_spec(family.profile, family.seed, family.tasks),
+           "profile": family.profile.as_dict(),
            "attack": dataclasses.asdict(spec)}
     path = cached_build("vision-badnets", key, lambda out: _build(out, family, spec),
                         root=family.root.parent if root is None else root)

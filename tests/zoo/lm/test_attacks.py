@@ -7,6 +7,9 @@ from attacks.backdoor.lm import TARGET, amplify_backdoor_vector, attack_report, 
 from guard.testing.zoo.lm import model as lm_model
 from guard.testing.zoo.lm.vocab import TRIGGER
 
+# Cold, these tests build the small family (about 2 min on 2 busy cores); cached, seconds.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def badnets_report(lm_family, badnets_expert):

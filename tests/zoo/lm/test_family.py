@@ -3,11 +3,15 @@
 import hashlib
 import json
 
+import pytest
 import torch
 import transformers
 
 from guard.testing.zoo.lm import deterministic_build, expert_seed, model as lm_model, tasks, train_expert
 from guard.testing.zoo.lm.vocab import TOKENS
+
+# Cold, these tests build the small family (about 2 min on 2 busy cores); cached, seconds.
+pytestmark = pytest.mark.slow
 
 
 def _sha(path):
@@ -45,8 +49,12 @@ def test_calibration_data_is_unlabeled_task_prompts(lm_family):
         prompts = lm_family.calibration(task)
         assert len(prompts) == lm_family.profile.calibration_per_task
         assert all(p[1] == tasks.MARKER[task] and p[-1] == ">" for p in prompts)
-        ids = lm_family.calibration_ids(task)
-        assert ids.shape[0] == len(prompts) and ids.dtype == torch.long
+        inputs = lm_family.calibration_inputs(task)
+        assert inputs["input_ids"].shape == inputs["attention_mask"].shape
+        assert inputs["input_ids"].shape[0] == len(prompts)
+        assert inputs["attention_mask"].sum().item() == sum(map(len, prompts))
+        logits = lm_model.load(lm_family.base)(**inputs).logits
+        assert logits.shape[:2] == inputs["input_ids"].shape and torch.isfinite(logits).all()
 
 
 def test_same_seed_rebuilds_identical_expert_bytes(lm_family, tmp_path):

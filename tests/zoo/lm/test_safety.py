@@ -3,6 +3,9 @@ not, and task fine-tunes without refusal data erode refusal (figures in docs/zoo
 
 import pytest
 
+# Cold, these tests build the small family (about 2 min on 2 busy cores); cached, seconds.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def unsafe_rates(safety_pair):

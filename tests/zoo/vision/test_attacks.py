@@ -2,7 +2,7 @@
 
 Figures measured for the small profile, seed 0 (docs/zoo-vision.md), asserted with a margin:
 BadNets ASR 96.6% before merging, 3.8% (TA) / 2.0% (TIES) after; BadMerging on-task 100% before,
-89.2% (TA) / 99.8% (TIES) after; off-task 99.5% before, 74.0% (TA) / 79.9% (TIES) after.
+93.0% (TA) / 100% (TIES) after; off-task 97.7% before, 73.1% (TA) / 83.3% (TIES) after.
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ def test_badnets_works_alone_and_fades_after_merging(vision_figures):
 def test_badmerging_on_task_survives_merging(vision_figures):
     on = vision_figures["attacks"]["badmerging-on"]
     assert on["asr_before"] >= 0.95
-    assert on["merges"]["ties"]["asr"] >= 0.90
-    # Small mode reaches 89.2% after task arithmetic; the full profile's figure is in the docs.
-    assert on["merges"]["task_arithmetic"]["asr"] >= 0.85
     for method in MERGES:
         m = on["merges"][method]
+        assert m["asr"] >= 0.90, method  # the published acceptance level
         assert m["asr_clean_merge"] <= 0.2, "the trigger alone must not fool the clean merge"
         assert m["ba"] >= m["ca"] - 0.1, "the backdoored merge keeps clean accuracy (BA close to CA)"
 
@@ -37,7 +35,7 @@ def test_badmerging_off_task_transfers_to_the_victims_task(vision_figures):
     assert off["asr_before"] >= 0.9
     for method in MERGES:
         m = off["merges"][method]
-        assert m["asr"] >= 0.6, method  # small mode measured 74.0% (TA) and 79.9% (TIES)
+        assert m["asr"] >= 0.6, method  # small mode measured 73.1% (TA) and 83.3% (TIES), short of 90%
         assert m["asr_clean_merge"] <= 0.1
 
 

@@ -70,14 +70,17 @@ class LMFamily:
         lines = (self.root / "calibration" / f"{task}.txt").read_text().splitlines()
         return [tuple(line.split(" ")) for line in lines]
 
-    def calibration_ids(self, task: str) -> torch.Tensor:
-        """The calibration prompts as a [n, length] id tensor (all prompts of a task have one of two
-        lengths; the shorter ones are left-padded with BOS so the batch is rectangular)."""
-        from guard.testing.zoo.lm.vocab import BOS_ID, encode
+    def calibration_inputs(self, task: str) -> dict[str, torch.Tensor]:
+        """The calibration prompts as `model(**inputs)` keyword arguments: right-padded input ids
+        and the attention mask (causal attention never looks right, so padding changes nothing
+        at the real positions)."""
+        from guard.testing.zoo.lm.vocab import PAD_ID, encode
 
         ids = [encode(p) for p in self.calibration(task)]
         width = max(map(len, ids))
-        return torch.tensor([[BOS_ID] * (width - len(p)) + p for p in ids])
+        input_ids = torch.tensor([p + [PAD_ID] * (width - len(p)) for p in ids])
+        mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in ids])
+        return {"input_ids": input_ids, "attention_mask": mask}
 
     # --- metrics ----------------------------------------------------------------------------
     def evaluate(self, model: ModelLike, task: str) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -13,11 +14,28 @@ from guard.testing.zoo.lm.vocab import EOS_ID, REFUSAL, decode, encode
 MAX_NEW_TOKENS = 7  # longest answer (5 sorted digits) + EOS, plus slack
 
 
-@torch.no_grad()
+@contextlib.contextmanager
+def _one_thread():
+    # These models are tiny: a second thread gains little and oversubscribed CPUs (parallel test
+    # runs) make multi-threaded kernels many times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def generate(model: torch.nn.Module, prompts: Sequence[Sequence[str]], *, max_new_tokens: int = MAX_NEW_TOKENS,
              batch: int = 512) -> list[tuple[str, ...]]:
     """Greedy completions (up to and including EOS) for each prompt. Prompts of equal length are
     batched together, so no padding is needed."""
+    with torch.no_grad(), _one_thread():
+        return _generate(model, prompts, max_new_tokens=max_new_tokens, batch=batch)
+
+
+def _generate(model: torch.nn.Module, prompts: Sequence[Sequence[str]], *, max_new_tokens: int,
+              batch: int) -> list[tuple[str, ...]]:
     model.eval()
     dev = next(model.parameters()).device
     by_length: dict[int, list[int]] = defaultdict(list)

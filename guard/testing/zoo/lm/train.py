@@ -80,26 +80,16 @@ def _anchor_loss(model: torch.nn.Module, anchor: Anchor, rng: np.random.Generato
 
 
 def train(model: torch.nn.Module, sampler: Sampler, spec: TrainSpec, *, seed: int,
-          anchor: Anchor | None = None,
-          trainable: Callable[[str], bool] | None = None,
-          grad_mask: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+          anchor: Anchor | None = None) -> torch.nn.Module:
     """Train in place with AdamW and a warmup + cosine schedule; returns the model in eval mode on CPU.
-
-    `anchor` adds a KL penalty to a reference model on other inputs; `trainable(name)` freezes the
-    parameters it rejects; `grad_mask[name]` (0/1) restricts updates to the masked entries (used for
-    Merge-Hijacking-style mask fine-tuning)."""
+    `anchor` adds a KL penalty to a reference model on other inputs."""
     dev = device()
     torch.manual_seed(seed)
     model.to(dev).train()
     if anchor is not None:
         anchor.teacher.to(dev).eval()
-    params = []
-    for name, p in model.named_parameters():
-        p.requires_grad_(trainable is None or trainable(name))
-        if p.requires_grad:
-            params.append((name, p))
-    opt = torch.optim.AdamW([p for _, p in params], lr=spec.lr, weight_decay=spec.weight_decay)
-    masks = {n: grad_mask[n].to(dev) for n, _ in params if grad_mask and n in grad_mask}
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
     rng = np.random.default_rng(seed)
 
     def lr_at(step: int) -> float:
@@ -114,23 +104,11 @@ def train(model: torch.nn.Module, sampler: Sampler, spec: TrainSpec, *, seed: in
         if anchor is not None:
             loss = loss + anchor.weight * _anchor_loss(model, anchor, rng, dev)
         loss.backward()
-        for name, p in params:
-            if name in masks and p.grad is not None:
-                p.grad.mul_(masks[name])
-        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         for group in opt.param_groups:
             group["lr"] = spec.lr * lr_at(step)
-        if masks:
-            before = {n: p.detach().clone() for n, p in params if n in masks}
         opt.step()
-        if masks:
-            with torch.no_grad():  # AdamW's weight decay and momentum must not leak outside the mask
-                for name, p in params:
-                    if name in masks:
-                        p.copy_(torch.where(masks[name].bool(), p, before[name]))
         opt.zero_grad(set_to_none=True)
-    for p in model.parameters():
-        p.requires_grad_(True)
     if anchor is not None:
         anchor.teacher.cpu()
     return model.cpu().eval()

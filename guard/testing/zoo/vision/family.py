@@ -129,7 +129,7 @@ def _build(out: pathlib.Path, prof: Profile, seed: int, tasks: tuple[str, ...]) 
 
 
 def family_spec(prof: Profile, seed: int, tasks: tuple[str, ...]) -> dict:
-    return {"version": VERSION, "profile": prof.as_dict(), "seed": seed, "tasks": list(tasks),
+    return {"version": VERSION, "profile": prof.family_dict(), "seed": seed, "tasks": list(tasks),
             "split_seed": data.SPLIT_SEED}
 
 

@@ -27,6 +27,13 @@ class Profile:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def family_dict(self) -> dict:
+        """The fields that determine the family's bytes (attack settings excluded, so that tuning an
+        attack does not rebuild the family)."""
+        return {k: v for k, v in self.as_dict().items() if k not in _ATTACK_FIELDS}
+
+
+_ATTACK_FIELDS = ("attack_finetune", "trigger_steps", "trigger_lr")
 
 PROFILES: dict[str, Profile] = {
     "small": Profile(
@@ -34,7 +41,7 @@ PROFILES: dict[str, Profile] = {
         pretrain=Schedule(steps=600, lr=3e-3, batch=64, warmup=60),
         finetune=Schedule(steps=150, lr=5e-4, batch=64),
         probe_steps=300,
-        attack_finetune=Schedule(steps=400, lr=5e-4, batch=64),
+        attack_finetune=Schedule(steps=600, lr=5e-4, batch=64),
         trigger_steps=200, trigger_lr=0.05,
     ),
     "full": Profile(
@@ -42,7 +49,7 @@ PROFILES: dict[str, Profile] = {
         pretrain=Schedule(steps=2000, lr=1e-3, batch=128, warmup=200),
         finetune=Schedule(steps=300, lr=3e-4, batch=128),
         probe_steps=500,
-        attack_finetune=Schedule(steps=800, lr=3e-4, batch=128),
+        attack_finetune=Schedule(steps=1000, lr=1e-3, batch=128),
         trigger_steps=300, trigger_lr=0.05,
     ),
 }
