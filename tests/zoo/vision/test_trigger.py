@@ -25,3 +25,14 @@ def test_differentiable_paste_matches_the_trigger():
     assert torch.allclose(pasted, PatchTrigger(patch.detach())(pixels))
     pasted.sum().backward()
     assert torch.equal(patch.grad, torch.full_like(patch, 4.0))
+
+
+def test_badmerging_spec_checks_the_threat_model():
+    import pytest
+
+    from attacks.backdoor.vision import BadMergingSpec
+
+    with pytest.raises(ValueError, match="on-task"):
+        BadMergingSpec(mode="on", attacker_task="mod3", target_task="digit_rot90")
+    with pytest.raises(ValueError, match="off-task"):
+        BadMergingSpec(mode="off", attacker_task="mod3", target_task="mod3")
