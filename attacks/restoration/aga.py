@@ -6,7 +6,8 @@ so per head (or key/value group) Â = argmin_A ||W' - A W_0||_F recovers A up to
 Each side is estimated separately (Â from Q, Ĉ ~ A^-T from K, B̂ from V, Ŷ ~ B^-1 from O), biases ride
 along as an extra input column. Heads may additionally have been permuted (a function-preserving
 symmetry); the attack then matches each protected head to the base head it fits best (Hungarian
-algorithm on the least-squares residuals) before fitting.
+algorithm on the least-squares residuals) before fitting. MergeLock's MLP hidden-unit permutation is
+undone first, by Hungarian matching of the units against the base (attacks/restoration/neurons.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from guard.lock.layouts.base import AttentionWeights
+from attacks.restoration.neurons import align_mlp_neurons
 from guard.lock.plan import LockPlan, plan_lock
 
 
@@ -100,11 +102,11 @@ def restore_block(protected: AttentionWeights, base: AttentionWeights, *, num_kv
 
 
 def aga_restore(protected: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor], *, config: Any,
-                match_heads: bool = True) -> dict[str, torch.Tensor]:
+                match_heads: bool = True, match_neurons: bool = True) -> dict[str, torch.Tensor]:
     """The attacker's estimate of the unprotected fine-tune, from the protected model and the public base."""
     plan: LockPlan = plan_lock(protected.keys(), config)
     geo, layout = plan.geometry, plan.layout
-    out = dict(protected)
+    out = align_mlp_neurons(protected, base, config=config) if match_neurons else dict(protected)
     for parts in plan.blocks.values():
         p = layout.split({rk: protected[n] for rk, n in parts.items()}, geo)
         b = layout.split({rk: base[n] for rk, n in parts.items()}, geo)

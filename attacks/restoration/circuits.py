@@ -1,4 +1,4 @@
-"""Merging in the invariant circuit space: needs neither the lock key nor the base as an anchor.
+"""Merging in the invariant circuit space: needs no lock key, only the base every task-vector merge uses.
 
 Per key/value group (inputs augmented with a constant 1 so that biases ride along):
 - OV: C_OV = stack_h W_O[:, h] [W_V b_V] is unchanged by B (B^-1 B = I).
@@ -10,6 +10,8 @@ Per key/value group (inputs augmented with a constant 1 so that biases ride alon
 Merge the circuits with any tensor merge method (complex ones as [real, imag] pairs), factor them back
 with a truncated SVD (rank head_dim, 1 per plane), and merge everything outside attention as usual.
 QK-norm models are refused: the per-head norm sits between projection and score.
+MLP hidden units permuted by the lock are first matched to the base's (any same-lineage model would
+do as the reference; no key is needed), see attacks/restoration/neurons.py.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from guard.errors import InputError
 from guard.lock.layouts.base import AttentionWeights, HeadGeometry
 from guard.lock.plan import plan_lock
 from guard.lock.sampling import rotary_pairs
+from attacks.restoration.neurons import align_mlp_neurons
 from guard.merge import merge_tensors
 
 
@@ -114,6 +117,9 @@ def circuit_merge(method: str, base: Mapping[str, torch.Tensor], experts: Sequen
         raise InputError("circuit-space merging is not exact with qk-norm (the norm sits between projection "
                          "and score)", rule="attack-circuit")
     attention = set(plan.block_of())
+    # MergeLock's MLP hidden-unit permutation: line every expert's units up with the base's first
+    # (Hungarian matching, attacks/restoration/neurons.py); the base only serves as a common reference.
+    experts = [align_mlp_neurons(e, base, config=config) for e in experts]
     merged = merge_state_dicts(method, {k: v for k, v in base.items() if k not in attention},
                                [{k: v for k, v in e.items() if k not in attention} for e in experts],
                                exclude=exclude, seed=seed, **params)

@@ -5,7 +5,9 @@
 On the trained digits-ViT setup (attacks/restoration/experts.py): for each task in turn protected,
 and for task arithmetic, TIES and DARE: the protected task's accuracy after a clean merge, after a
 merge with the protected expert, after the AGA attack restored that expert, and after merging in
-circuit space; plus AGA's recovery of the task vector and the detector's numbers.
+circuit space; plus AGA's recovery of the task vector and the detector's numbers. The protected expert
+is hardened (MLP hidden units permuted, the default of `guard protect`); the attention-only lock
+(`--no-mlp-permute`) is measured alongside for comparison.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def run(*, setup: MergeSetup | None = None, bounds=BOUNDS, attack_bounds=ATTACK_
     names = _attention_names(setup)
     protected = {(b, t): protect_state(experts[t], config=config, key=FIGURE_KEY, bound=b)
                  for b in sorted(set(bounds) | set(attack_bounds)) for t in tasks}
+    attention_only = {(b, t): protect_state(experts[t], config=config, key=FIGURE_KEY, bound=b, mlp_permute=False)
+                      for b in bounds for t in tasks}
     restored = {(b, t): aga_restore(protected[(b, t)], setup.base, config=config) for b in attack_bounds for t in tasks}
 
     per_task = {}
@@ -107,6 +111,9 @@ def run(*, setup: MergeSetup | None = None, bounds=BOUNDS, attack_bounds=ATTACK_
                 acc = setup.evaluate(merged, t)
                 row[f"locked_{b:g}"] = acc
                 row[f"locked_{b:g}_retained"] = retained(acc, clean_acc, floor)
+                acc = setup.evaluate(merge(swapped(attention_only[(b, t)])), t)
+                row[f"attention_only_{b:g}"] = acc
+                row[f"attention_only_{b:g}_retained"] = retained(acc, clean_acc, floor)
                 if b == DEFAULT_BOUND:  # collateral damage to the tasks that were not protected
                     row["others_clean"] = statistics.mean(setup.evaluate(clean, u) for u in tasks if u != t)
                     row["others_locked"] = statistics.mean(setup.evaluate(merged, u) for u in tasks if u != t)
@@ -143,6 +150,7 @@ def markdown(results: dict, *, command: str = "python -m attacks.restoration.run
     n_experts = len(results["per_task"])
     lines += ["", f"## Unmergeability: accuracy on the protected task after merging all {n_experts} experts, one protected",
               "",
+              "Protected = attention transforms plus MLP hidden-unit permutation (the default). "
               "retained = (acc - chance) / (clean merge acc - chance): 0% = chance, 100% = unharmed. "
               "The acceptance goal is retained <= 5%.", "",
               "| method | protected task | clean merge | " + " | ".join(f"bound {b:g} (retained)" for b in bounds)
@@ -152,6 +160,13 @@ def markdown(results: dict, *, command: str = "python -m attacks.restoration.run
         cells = " | ".join(f"{pct(r[f'locked_{b:g}'])} ({pct(r[f'locked_{b:g}_retained'])})" for b in bounds)
         others = f"{pct(r['others_clean'])} / {pct(r['others_locked'])}" if "others_clean" in r else "n/a"
         lines.append(f"| {r['method']} | {r['protected_task']} | {pct(r['clean_merge'])} | {cells} | {others} |")
+    lines += ["", "### The same with the attention-only lock (`guard protect --no-mlp-permute`)", "",
+              "| method | protected task | clean merge | " + " | ".join(f"bound {b:g} (retained)" for b in bounds) + " |",
+              "|---|---|---|" + "---|" * len(bounds)]
+    for r in results["sweep"]:
+        cells = " | ".join(f"{pct(r[f'attention_only_{b:g}'])} ({pct(r[f'attention_only_{b:g}_retained'])})"
+                           for b in bounds)
+        lines.append(f"| {r['method']} | {r['protected_task']} | {pct(r['clean_merge'])} | {cells} |")
     lines += ["", "## Attacks: the protected task after merging the attacker's version of the protected expert", "",
               "| bound | method | protected task | clean merge | with protected expert | AGA restore, then merge "
               "(retained) | circuit-space merge: clean / with protected (retained) |",
@@ -162,7 +177,7 @@ def markdown(results: dict, *, command: str = "python -m attacks.restoration.run
             f"| {r['bound']:g} | {r['method']} | {r['protected_task']} | {pct(r['clean_merge'])} | {locked} | "
             f"{pct(r['aga_merge'])} ({pct(r['aga_retained'])}) | {pct(r['circuit_clean_merge'])} / "
             f"{pct(r['circuit_locked_merge'])} ({pct(r['circuit_retained'])}) |")
-    lines += ["", "AGA recovery of the attention task vector (cosine with the true tau; error / ||tau||):", ""]
+    lines += ["", "AGA (with Hungarian matching of heads and of MLP hidden units) recovery of the attention task vector (cosine with the true tau; error / ||tau||):", ""]
     for t, v in results["per_task"].items():
         parts = [f"bound {b}: cos {r['cosine']:.3f}, err {r['error_over_tau']:.3f}" for b, r in v["aga_recovery"].items()]
         lines.append(f"- {t}: " + "; ".join(parts))

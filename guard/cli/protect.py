@@ -25,11 +25,15 @@ _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
 @click.option("--bound", type=click.FloatRange(min=1.0, max=64.0, min_open=True), default=8.0, show_default=True,
               help="Singular values of every transform lie in [1/bound, bound] (condition number <= bound^2). "
                    "Larger breaks merges harder and costs low-precision accuracy.")
+@click.option("--no-mlp-permute", "no_mlp_permute", is_flag=True,
+              help="Leave the MLPs alone (attention transforms only). By default the hidden units of every MLP are "
+                   "also permuted with a key-derived permutation (exact; breaks merges much harder).")
 @click.option("--unsigned", is_flag=True, help="Write the protected model without signing it.")
 @signer_options(key_flag="--sign-key")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def protect(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Path | None,
-            new_lock_key: pathlib.Path | None, bound: float, unsigned: bool, as_json: bool, **options) -> int:
+            new_lock_key: pathlib.Path | None, bound: float, no_mlp_permute: bool, unsigned: bool, as_json: bool,
+            **options) -> int:
     """Apply MergeLock to MODEL_DIR: same function, unmergeable weights; then sign the result."""
     from guard.errors import InputError
     from guard.lock.keys import generate_lock_key, read_lock_key, write_lock_key
@@ -51,7 +55,8 @@ def protect(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Pa
         key = read_lock_key(lock_key)
     from guard.lock.protect import protect_model  # torch and transformers load only past the option checks
 
-    result = protect_model(model_dir, out_dir, key=key, bound=bound, signer=signer)
+    result = protect_model(model_dir, out_dir, key=key, bound=bound, signer=signer,
+                           mlp_permute=not no_mlp_permute)
     summary = {"protected": True, "out_dir": str(result.out_dir),
                "signature": None if result.signature is None else str(result.signature), **result.metadata}
     if as_json:
@@ -63,6 +68,7 @@ def protect(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Pa
         click.echo(f"protected {model_dir} -> {result.out_dir} (lock key id {key.key_id})")
         click.echo(f"  {summary['blocks']} attention blocks, layout {summary['layout']}: QK {summary['qk']}; "
                    f"VO {summary['vo']}")
+        click.echo(f"  MLP: {summary['mlp']}")
         click.echo(f"  self-check: max relative logit error {check.max_relative_error:.3g} "
                    f"(bound {check.bound:g}, {check.dtype})")
         click.echo(f"  signature: {summary['signature'] or 'none (--unsigned)'}")

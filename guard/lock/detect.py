@@ -2,7 +2,9 @@
 
 With the base: a fine-tune moves every weight a little (relative distance ||theta - theta0|| / ||theta0||
 is typically 1e-3 to 1e-1); MergeLock moves the attention projections by about 1.5 x ||theta0|| and
-leaves the MLPs where the fine-tune put them. The signature is attention far, MLP near, layer after layer.
+leaves the MLPs where the fine-tune put them, up to a permutation of their hidden units (the hardening),
+so the MLP distance is measured after matching each hidden unit to its nearest base unit. The signature
+is attention far, MLP near, layer after layer.
 
 Without the base (a weaker heuristic): gradient training keeps the two factors of each head's OV
 circuit roughly balanced (W_V W_V^T and W_O^T W_O have similar normalised spectra). A non-orthogonal
@@ -19,12 +21,15 @@ from typing import Any
 
 import torch
 
+from guard.errors import InputError
+from guard.lock.mlp import neuron_features
 from guard.lock.plan import LockPlan, plan_lock
 
 ATTENTION_FAR = 0.5  # median attention distance at or above this ...
 FAR_NEAR_RATIO = 3.0  # ... and at least this many times the median MLP distance
 IMBALANCE_THRESHOLD = 0.9  # median normalised OV imbalance (base-free)
 _LAYER = re.compile(r"^(.*?\.\d+\.)")
+MATCHED_UNITS = 512  # hidden units per MLP block sampled for the permutation-invariant distance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,30 +46,61 @@ def _norm(t: torch.Tensor) -> float:
     return float(t.to(torch.float64).norm())
 
 
-def _layer_groups(plan: LockPlan, names: list[str]) -> dict[str, tuple[list[str], list[str]]]:
-    """layer prefix -> (attention projection weights, the other weights of that layer: MLP, norms)."""
-    layers: dict[str, tuple[list[str], list[str]]] = {}
+def _layer_groups(plan: LockPlan, names: list[str]) -> dict[str, tuple[list[str], list[str], list[str]]]:
+    """layer prefix -> (attention projection weights, the layer's MLP blocks, its other weights)."""
+    layers: dict[str, tuple[list[str], list[str], list[str]]] = {}
     for block in plan.blocks:
         if (prefix := _LAYER.match(block + ".")) is not None:
-            layers.setdefault(prefix.group(1), ([], []))
+            layers.setdefault(prefix.group(1), ([], [], []))
+    mlp_names = set(plan.mlp.block_of()) if plan.mlp is not None else set()
+    for block in plan.mlp.blocks if plan.mlp is not None else ():
+        if (prefix := _LAYER.match(block + ".")) is not None and prefix.group(1) in layers:
+            layers[prefix.group(1)][1].append(block)
     for name in names:
         prefix = _LAYER.match(name)
-        if prefix is None or prefix.group(1) not in layers or not name.endswith("weight"):
+        if prefix is None or prefix.group(1) not in layers or not name.endswith("weight") or name in mlp_names:
             continue
-        layers[prefix.group(1)][0 if plan.layout.match(name) is not None else 1].append(name)
+        layers[prefix.group(1)][0 if plan.layout.match(name) is not None else 2].append(name)
     return layers
+
+
+def _matched_mlp_distance(plan: LockPlan, block: str, candidate, base) -> tuple[float, float]:
+    """(squared distance, squared base norm) of a sample of the candidate's hidden units to their nearest
+    (cosine) base units: blind to a permutation of the hidden units, not to a different model."""
+    parts = plan.mlp.blocks[block]
+    try:
+        cand = neuron_features(plan.mlp.layout, {p: candidate[n] for p, n in parts.items()})
+        ref = neuron_features(plan.mlp.layout, {p: base[n] for p, n in parts.items()})
+    except KeyError:
+        return 0.0, 0.0
+    if cand.shape != ref.shape:
+        return 0.0, 0.0
+    cand = cand[:: max(1, cand.shape[0] // MATCHED_UNITS)]
+    unit = lambda x: x / x.norm(dim=1, keepdim=True).clamp(min=1e-30)  # noqa: E731
+    nearest = (unit(cand) @ unit(ref).T).argmax(dim=1)
+    return float((cand - ref[nearest]).norm() ** 2), float(ref[nearest].norm() ** 2)
+
+
+def _plan(names, config) -> LockPlan:
+    try:
+        return plan_lock(names, config, mlp=True)
+    except InputError:  # MLPs not recognisable: compare them tensor by tensor
+        return plan_lock(names, config)
 
 
 def detect_with_base(candidate: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor], *,
                      config: Any) -> LockSignature:
     """Per layer relative distance of attention and of MLP weights from the base; flag the signature."""
     names = [n for n in candidate.keys() if n in base.keys()]
-    plan = plan_lock(candidate.keys(), config)
+    plan = _plan(list(candidate.keys()), config)
     per_layer = []
-    for layer, (attn_names, other_names) in _layer_groups(plan, names).items():
+    for layer, (attn_names, mlp_blocks, other_names) in _layer_groups(plan, names).items():
         row: dict[str, Any] = {"layer": layer.rstrip(".")}
         for label, group in (("attention", attn_names), ("mlp", other_names)):
             delta = ref = 0.0
+            for block in mlp_blocks if label == "mlp" else ():
+                block_delta, block_ref = _matched_mlp_distance(plan, block, candidate, base)
+                delta, ref = delta + block_delta, ref + block_ref
             for name in group:  # one tensor pair in memory at a time
                 c, b = candidate[name], base[name]
                 if c.ndim != 2 or c.shape != b.shape:

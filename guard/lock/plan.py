@@ -9,6 +9,7 @@ from typing import Any
 from guard.errors import InputError
 from guard.lock.layouts import layout_for
 from guard.lock.layouts.base import HeadGeometry, Layout, Role
+from guard.lock.mlp import MlpPlan, plan_mlp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +18,7 @@ class LockPlan:
     geometry: HeadGeometry
     # block prefix -> (role, kind) -> tensor name; the o bias is not listed (it is never transformed)
     blocks: Mapping[str, Mapping[tuple[Role, str], str]]
+    mlp: MlpPlan | None = None  # the MLP blocks whose hidden units are permuted (None: attention only)
 
     def block_of(self) -> dict[str, str]:
         """tensor name -> block prefix, for the tensors the lock transforms."""
@@ -35,8 +37,10 @@ class LockPlan:
         }
 
 
-def plan_lock(names: Iterable[str], config: Any, *, path=None) -> LockPlan:
-    """Group the attention tensors of a checkpoint into blocks and check them against the config."""
+def plan_lock(names: Iterable[str], config: Any, *, path=None, mlp: bool = False) -> LockPlan:
+    """Group the attention tensors of a checkpoint into blocks and check them against the config;
+    with mlp=True also the MLP blocks whose hidden units get permuted."""
+    names = list(names)
     layout = layout_for(getattr(config, "model_type", None), path=path)
     try:
         geometry = layout.geometry(config)
@@ -63,7 +67,7 @@ def plan_lock(names: Iterable[str], config: Any, *, path=None) -> LockPlan:
         missing = sorted(f"{role}.{kind}" for role, kind in required - set(parts))
         if missing:
             raise InputError(f"attention block {block!r} lacks {', '.join(missing)}", path=path, rule="lock-layout")
-    return LockPlan(layout, geometry, blocks)
+    return LockPlan(layout, geometry, blocks, plan_mlp(names, layout, config, path=path) if mlp else None)
 
 
 def check_shapes(plan: LockPlan, block: str, shapes: Mapping[tuple[Role, str], tuple[int, ...]], *, path=None) -> None:

@@ -1,8 +1,8 @@
 """Streaming MergeLock over model directories: `protect_model` and `unlock_model`.
 
-Tensors are read shard by shard (guard.artifacts); a tensor outside attention is written on at once,
-an attention tensor waits only until the rest of its block has arrived, then the block is transformed
-and written. The output is staged in a hidden directory next to OUT, self-checked (original and
+Tensors are read shard by shard (guard.artifacts); a tensor outside attention and MLP is written on at
+once, an attention (or MLP) tensor waits only until the rest of its block has arrived, then the block is
+transformed (or its hidden units permuted) and written. The output is staged in a hidden directory next to OUT, self-checked (original and
 result run on a probe batch), optionally signed, and only then renamed to OUT: partial or failed work
 never looks complete.
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 from guard.errors import InputError, PolicyRefusal, VerificationError
 from guard.lock.keys import LockKey
+from guard.lock.mlp import lock_mlp_block
 from guard.lock.plan import LockPlan, plan_lock
 from guard.lock.selfcheck import SelfCheck, require_pass, self_check
 from guard.lock.state import DEFAULT_BOUND, lock_block
@@ -44,16 +45,18 @@ class LockResult:
 
 
 def protect_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, bound: float = DEFAULT_BOUND,
-                  signer=None, max_shard_bytes: int | None = None) -> LockResult:
-    """Write a MergeLock-protected copy of the model at `src` to `out` (which must not exist)."""
+                  signer=None, max_shard_bytes: int | None = None, mlp_permute: bool = True) -> LockResult:
+    """Write a MergeLock-protected copy of the model at `src` to `out` (which must not exist).
+    mlp_permute: also permute every MLP's hidden units with a key-derived permutation (exact)."""
     if not bound > 1.0 or bound > 64.0:
         raise InputError(f"bound must be in (1, 64], got {bound}", rule="lock-bound")
-    model, config, plan = _open(src)
+    model, config, plan = _open(src, mlp=mlp_permute)
     if LOCK_FILE in {f.relpath for f in model.files}:
         raise InputError(f"already MergeLock-protected ({LOCK_FILE} present); unlock it first", path=src,
                          rule="lock-already-protected")
     metadata = {"format": FORMAT, "version": VERSION, "key_id": key.key_id, "bound": bound,
-                **plan.describe(), "dtypes": model.dtype_counts()}
+                **plan.describe(), "dtypes": model.dtype_counts(), "mlp_permute": mlp_permute,
+                "mlp": _describe_mlp(plan, model)}
     return _rewrite(model, out, plan=plan, key=key, bound=bound, inverse=False, metadata=metadata, signer=signer,
                     max_shard_bytes=max_shard_bytes)
 
@@ -61,12 +64,13 @@ def protect_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKe
 def unlock_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, signer=None,
                  max_shard_bytes: int | None = None) -> LockResult:
     """Restore the original weights of a protected model with its lock key."""
-    model, config, plan = _open(src)
+    model, config, _ = _open(src)
     metadata = read_lock_metadata(model.root, present={f.relpath for f in model.files})
     if metadata["key_id"] != key.key_id:
         raise VerificationError(
             f"wrong lock key: its id {key.key_id} does not match the model's {metadata['key_id']}",
             path=model.root / LOCK_FILE, rule="lock-wrong-key")
+    plan = plan_lock(model.tensors.keys(), config, path=src, mlp=metadata["mlp_permute"])
     return _rewrite(model, out, plan=plan, key=key, bound=float(metadata["bound"]), inverse=True, metadata=None,
                     signer=signer, max_shard_bytes=max_shard_bytes)
 
@@ -81,14 +85,21 @@ def read_lock_metadata(root: pathlib.Path, *, present: set[str]) -> dict[str, An
         raise InputError(f"unreadable lock metadata: {exc}", path=path, rule="lock-metadata") from None
     ok = (isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == VERSION
           and isinstance(data.get("key_id"), str) and isinstance(data.get("bound"), (int, float))
-          and 1.0 < float(data["bound"]) <= 64.0)
+          and 1.0 < float(data["bound"]) <= 64.0 and isinstance(data.setdefault("mlp_permute", False), bool))
+    # (metadata written before the MLP hardening has no mlp_permute: those models were attention-only)
     if not ok:
         raise InputError(f"lock metadata is not {FORMAT} v{VERSION} with a key_id and a bound in (1, 64]",
                          path=path, rule="lock-metadata")
     return data
 
 
-def _open(src: str | os.PathLike):
+def _describe_mlp(plan: LockPlan, model) -> str:
+    if plan.mlp is None:
+        return "unchanged (--no-mlp-permute)"
+    return plan.mlp.describe({name: model.tensors[name].shape for name in plan.mlp.block_of()})
+
+
+def _open(src: str | os.PathLike, *, mlp: bool = False):
     from guard.artifacts import open_model_dir
 
     model = open_model_dir(src)
@@ -100,7 +111,7 @@ def _open(src: str | os.PathLike):
     if not model.tensors:
         raise InputError("no safetensors weights to protect", path=src, rule="lock-no-weights")
     config = transformers_config(model.config, path=src)
-    return model, config, plan_lock(model.tensors.keys(), config, path=src)
+    return model, config, plan_lock(model.tensors.keys(), config, path=src, mlp=mlp)
 
 
 def transformers_config(raw: dict | None, *, path=None):
@@ -187,20 +198,28 @@ def _files_to_copy(model, *, inverse: bool) -> list[str]:
 
 
 def _stream(model, writer, *, plan: LockPlan, key: LockKey, bound: float, inverse: bool) -> None:
-    block_of = plan.block_of()
-    waiting: dict[str, dict[str, Any]] = {}
+    unit_of = {name: ("attention", block) for name, block in plan.block_of().items()}
+    if plan.mlp is not None:
+        unit_of.update({name: ("mlp", block) for name, block in plan.mlp.block_of().items()})
+    waiting: dict[tuple[str, str], dict[str, Any]] = {}
     for name, tensor in model.iter_tensors():
-        block = block_of.get(name)
-        if block is None:
+        unit = unit_of.get(name)
+        if unit is None:
             writer.add(name, tensor)
             continue
-        held = waiting.setdefault(block, {})
+        held = waiting.setdefault(unit, {})
         held[name] = tensor
-        if len(held) == len(plan.blocks[block]):
-            del waiting[block]
+        kind, block = unit
+        if kind == "mlp" and len(held) == len(plan.mlp.blocks[block]):
+            del waiting[unit]
+            locked = lock_mlp_block(plan.mlp, block, held, key=key, inverse=inverse, path=model.root)
+        elif kind == "attention" and len(held) == len(plan.blocks[block]):
+            del waiting[unit]
             locked = lock_block(plan, block, held, key=key, bound=bound, inverse=inverse, path=model.root)
-            for locked_name in held:  # keep the input's tensor order
-                writer.add(locked_name, locked[locked_name])
+        else:
+            continue
+        for locked_name in held:  # keep the input's tensor order
+            writer.add(locked_name, locked[locked_name])
 
 
 def _umask() -> int:

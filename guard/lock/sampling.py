@@ -59,6 +59,12 @@ def well_conditioned(stream: SeedStream, n: int, bound: float) -> tuple[np.ndarr
     return (u * s) @ v.T, (v / s) @ u.T
 
 
+def permutation(stream: SeedStream, n: int) -> np.ndarray:
+    """A uniformly random permutation of range(n): the order of n 53-bit uniforms (ties have
+    probability ~n^2 2^-53; a stable sort keeps even those deterministic)."""
+    return np.argsort(stream.uniform(n), kind="stable")
+
+
 def rotary_pairs(rotary_dims: int, style: RotaryStyle) -> list[tuple[int, int]]:
     """The planes RoPE rotates: HF rotate_half pairs (i, i + r/2); interleaved (GPT-J, Meta) pairs (2i, 2i+1)."""
     half = rotary_dims // 2

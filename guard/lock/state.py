@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from guard.lock.keys import LockKey
+from guard.lock.mlp import lock_mlp_block
 from guard.lock.plan import LockPlan, check_shapes, plan_lock
 from guard.lock.transform import apply_transforms, derive_transforms
 
@@ -34,10 +35,14 @@ def lock_block(plan: LockPlan, block: str, tensors: Mapping[str, torch.Tensor], 
 
 
 def protect_state(state: Mapping[str, torch.Tensor], *, config: Any, key: LockKey, bound: float = DEFAULT_BOUND,
-                  inverse: bool = False) -> dict[str, torch.Tensor]:
-    """Return a new state dict with every attention block locked (or unlocked); other tensors shared."""
-    plan = plan_lock(state.keys(), config)
+                  inverse: bool = False, mlp_permute: bool = True) -> dict[str, torch.Tensor]:
+    """Return a new state dict with every attention block locked (or unlocked) and, with mlp_permute,
+    every MLP's hidden units permuted (or put back); other tensors shared."""
+    plan = plan_lock(state.keys(), config, mlp=mlp_permute)
     out = dict(state)
     for block in plan.blocks:
         out.update(lock_block(plan, block, state, key=key, bound=bound, inverse=inverse))
+    if plan.mlp is not None:
+        for block in plan.mlp.blocks:
+            out.update(lock_mlp_block(plan.mlp, block, state, key=key, inverse=inverse))
     return out

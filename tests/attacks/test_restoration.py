@@ -61,6 +61,24 @@ def test_hungarian_matching_undoes_head_permutation():
     assert _distance(unmatched, tuned, names) > 5 * _distance(matched, tuned, names)
 
 
+def test_hungarian_matching_undoes_mlp_permutation():
+    """The lock's MLP hidden-unit permutation is recovered exactly by matching units against the base."""
+    from attacks.restoration.neurons import align_mlp_neurons
+    from guard.lock.plan import plan_lock
+
+    model = build("llama")
+    base = model.state_dict()
+    tuned = _fine_tune(base)
+    locked = protect_state(tuned, config=model.config, key=KEY)
+    mlp = sorted(plan_lock(base.keys(), model.config, mlp=True).mlp.block_of())
+    assert _distance(locked, tuned, mlp) > 0.5 * _distance(base, {k: 0 * v for k, v in base.items()}, mlp)
+    aligned = align_mlp_neurons(locked, base, config=model.config)
+    assert all(torch.equal(aligned[k], tuned[k]) for k in mlp)
+    unmatched = aga_restore(locked, base, config=model.config, match_neurons=False)
+    matched = aga_restore(locked, base, config=model.config)
+    assert _distance(unmatched, tuned, mlp) > 10 * _distance(matched, tuned, mlp)
+
+
 def test_head_permutation_preserves_function():
     from guard.testing import factory
 

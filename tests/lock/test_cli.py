@@ -33,6 +33,7 @@ def test_publisher_command_protects_signs_and_verifies(workdir):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["selfcheck"]["max_relative_logit_error"] <= 1e-4 and summary["signature"].endswith("model.sig")
+    assert summary["mlp_permute"] is True and "hidden units" in summary["mlp"]
     verified = run_guard("verify", out, "--key", workdir / "sign.key.pub")
     assert verified.returncode == 0, verified.stderr
     restored = run_guard("unlock", out, "--out", workdir / "restored", "--lock-key", workdir / "lock.key")
@@ -42,8 +43,9 @@ def test_publisher_command_protects_signs_and_verifies(workdir):
 def test_unlock_with_wrong_key_is_one_line_exit_1(workdir):
     run_guard("lock-keygen", workdir / "other.key")
     locked = workdir / "locked-unsigned"
-    assert run_guard("protect", workdir / "model", "--out", locked, "--lock-key", workdir / "lock.key",
-                     "--unsigned").returncode == 0
+    protected = run_guard("protect", workdir / "model", "--out", locked, "--lock-key", workdir / "lock.key",
+                          "--unsigned", "--no-mlp-permute")
+    assert protected.returncode == 0 and "MLP: unchanged (--no-mlp-permute)" in protected.stdout
     result = run_guard("unlock", locked, "--out", workdir / "nope", "--lock-key", workdir / "other.key")
     assert_one_line_error(result, code=1, contains=("lock-wrong-key",))
     assert not (workdir / "nope").exists()

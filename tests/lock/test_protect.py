@@ -56,6 +56,7 @@ def test_metadata_records_the_check_and_no_secret(protected_family, lock_key):
     assert meta["key_id"] == lock_key.key_id and meta["format"] == "guard-mergelock"
     assert meta["selfcheck"]["max_relative_logit_error"] == result.selfcheck.max_relative_error <= 1e-4
     assert "sign flips" in meta["qk"] and "qk-norm" in meta["qk"]  # qk-norm model: stated in the output
+    assert meta["mlp_permute"] is True and "permutation of the 128 hidden units of each of the 2 MLP" in meta["mlp"]
     from safetensors import safe_open
 
     with safe_open(str(locked / "model.safetensors"), "pt") as f:
@@ -65,7 +66,7 @@ def test_metadata_records_the_check_and_no_secret(protected_family, lock_key):
         assert secret.encode() not in path.read_bytes() and lock_key.secret not in path.read_bytes()
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "t5"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "t5", "phi3"])
 def test_unlock_restores_original_weights(family, protected_family, lock_key, tmp_path):
     src, locked, _ = protected_family(family)
     result = unlock_model(locked, tmp_path / "restored", key=lock_key)
@@ -74,6 +75,34 @@ def test_unlock_restores_original_weights(family, protected_family, lock_key, tm
     for name, tensor in original.items():
         assert torch.allclose(restored[name], tensor, rtol=1e-5, atol=1e-6), name
     assert not (result.out_dir / LOCK_FILE).exists()
+
+
+def test_attention_only_round_trip(tmp_path, lock_key):
+    src = save_family("gpt_neox", tmp_path / "src")
+    result = protect_model(src, tmp_path / "locked", key=lock_key, mlp_permute=False)
+    meta = json.loads((result.out_dir / LOCK_FILE).read_text())
+    assert meta["mlp_permute"] is False and meta["mlp"].startswith("unchanged")
+    original, locked = _tensors(src), _tensors(result.out_dir)
+    assert all(torch.equal(locked[k], v) for k, v in original.items() if ".mlp." in k)
+    restored = _tensors(unlock_model(result.out_dir, tmp_path / "back", key=lock_key).out_dir)
+    for name, tensor in original.items():
+        assert torch.allclose(restored[name], tensor, rtol=1e-5, atol=1e-6), name
+
+
+def test_self_check_catches_a_broken_mlp_permutation(tmp_path, lock_key, monkeypatch):
+    """Negative control: permuting up/down but not gate changes the function; the self-check refuses."""
+    import dataclasses
+
+    from guard.lock import layouts
+
+    src = save_family("llama", tmp_path / "src")
+    llama = layouts.LAYOUTS["llama"]
+    roles = {"up_proj": "in", "down_proj": "out"}
+    mlp = dataclasses.replace(llama.mlp, roles=roles, pattern=layouts.base.block_regex(r"layers\.\d+\.mlp", roles))
+    monkeypatch.setitem(layouts.LAYOUTS, "llama", dataclasses.replace(llama, mlp=mlp))
+    with pytest.raises(PolicyRefusal, match="self-check failed"):
+        protect_model(src, tmp_path / "out", key=lock_key)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
 def test_wrong_key_is_refused_before_writing(protected_family, other_key, tmp_path):

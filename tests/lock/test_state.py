@@ -7,6 +7,7 @@ import torch
 
 from guard.errors import InputError
 from guard.lock import layouts
+from guard.lock.plan import plan_lock
 from guard.lock.state import protect_state
 from tests.lock.conftest import LOCK_FAMILIES, build, model_output
 
@@ -32,8 +33,12 @@ def test_protect_preserves_function_and_unlock_restores(family, lock_key):
     locked = protect_state(state, config=model.config, key=lock_key)
 
     changed = [k for k in state if not torch.equal(state[k], locked[k])]
-    # Only attention projections change; embeddings, norms, MLPs and heads are untouched.
-    assert changed and all(any(part in k for part in ("attn", "attention", "Attention")) for k in changed)
+    # Only attention projections and MLP projections change; embeddings, norms and heads are untouched.
+    plan = plan_lock(state.keys(), model.config, mlp=True)
+    assert set(changed) == set(plan.block_of()) | set(plan.mlp.block_of())
+    # Every MLP tensor is a pure reordering of its hidden units: same multiset of values.
+    for name in plan.mlp.block_of():
+        assert torch.equal(locked[name].flatten().sort().values, state[name].flatten().sort().values), name
     # Every attention weight moved far from the original: the merge-breaking property.
     for name in changed:
         if state[name].ndim == 2:
@@ -58,13 +63,42 @@ def test_minilm_real_weights(minilm_dir, lock_key):
     assert _relative_error(model_output(_reloaded(model, locked), inputs), ref) <= 1e-4
 
 
+@pytest.mark.parametrize("family", ["llama", "phi3", "gpt2", "vit", "t5"])
+def test_mlp_permutation_alone_is_exact_and_keyed(family, lock_key, other_key):
+    """Hidden-unit permutation without the attention transforms: bit-exact function (up to float
+    summation order), the identity never drawn, different for another key, inverted exactly."""
+    from guard.testing import factory
+
+    model = build(family)
+    inputs = factory.sample_inputs(model, seq=16)
+    ref = model_output(model, inputs)
+    state = model.state_dict()
+    plan = plan_lock(state.keys(), model.config, mlp=True)
+    names = set(plan.mlp.block_of())
+    permuted = protect_state(state, config=model.config, key=lock_key, mlp_permute=True)
+    assert all(not torch.equal(permuted[n], state[n]) for n in names)
+    only_mlp = {k: (permuted[k] if k in names else v) for k, v in state.items()}
+    assert _relative_error(model_output(_reloaded(model, only_mlp), inputs), ref) <= 1e-5
+    other = protect_state(state, config=model.config, key=other_key, mlp_permute=True)
+    assert any(not torch.equal(other[n], permuted[n]) for n in names)
+    back = protect_state(only_mlp, config=model.config, key=lock_key, inverse=True, mlp_permute=True)
+    assert all(torch.equal(back[n], state[n]) for n in names)  # an index copy: exact
+
+
+def test_attention_only_leaves_mlps_untouched(lock_key):
+    model = build("llama")
+    state = model.state_dict()
+    locked = protect_state(state, config=model.config, key=lock_key, mlp_permute=False)
+    assert all(torch.equal(locked[k], v) for k, v in state.items() if ".mlp." in k)
+
+
 def test_wrong_key_does_not_restore(lock_key, other_key):
     model = build("llama")
     state = model.state_dict()
     locked = protect_state(state, config=model.config, key=lock_key)
     wrong = protect_state(locked, config=model.config, key=other_key, inverse=True)
-    name = "model.layers.0.self_attn.v_proj.weight"
-    assert (wrong[name] - state[name]).norm() / state[name].norm() > 0.2
+    for name in ("model.layers.0.self_attn.v_proj.weight", "model.layers.0.mlp.down_proj.weight"):
+        assert (wrong[name] - state[name]).norm() / state[name].norm() > 0.2, name
 
 
 def test_wrong_rope_layout_breaks_function(lock_key, monkeypatch):

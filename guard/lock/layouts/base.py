@@ -19,6 +19,9 @@ from guard.lock.sampling import QKForm, RotaryStyle
 
 Role = Literal["q", "k", "v", "o", "qkv"]
 Fusing = Literal["separate", "concat", "per_head"]
+# MLP projections: "in" has one row per hidden unit (up, gate, fc_in), "in_pair" stacks two such halves
+# ([gate; up], Phi-3 gate_up_proj), "out" has one column per hidden unit (down, fc_out).
+MlpRole = Literal["in", "in_pair", "out"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +64,24 @@ class AttentionWeights:
 
 
 @dataclasses.dataclass(frozen=True)
+class MlpLayout:
+    """Where the MLP of a layer lives: `pattern` matches a full tensor name with named groups `block`
+    (the MLP prefix), `proj` (a key of `roles`) and `kind`. conv1d: weights stored [in, out] (GPT-2).
+    The hidden units of an element-wise MLP can be permuted exactly: rows of every "in" projection
+    (and its bias), columns of the "out" projection; the out bias does not see the hidden units."""
+
+    pattern: re.Pattern[str]
+    roles: Mapping[str, MlpRole]
+    conv1d: bool = False
+
+    def match(self, name: str) -> tuple[str, str, str] | None:
+        found = self.pattern.match(name)
+        if found is None:
+            return None
+        return found.group("block"), found.group("proj"), found.group("kind")
+
+
+@dataclasses.dataclass(frozen=True)
 class Layout:
     """A declarative description of one layout family.
 
@@ -80,6 +101,8 @@ class Layout:
     blocks_expected: Callable[[Any], tuple[int, ...]]  # acceptable numbers of attention blocks
     fusing: Fusing = "separate"
     conv1d: bool = False
+    mlp: MlpLayout | None = None
+    mlp_blocks_expected: Callable[[Any], tuple[int, ...]] | None = None  # None: one MLP per attention block
 
     def match(self, name: str) -> tuple[str, Role, str] | None:
         found = self.pattern.match(name)
@@ -163,3 +186,8 @@ def block_regex(prefix: str, roles: Mapping[str, Role]) -> re.Pattern[str]:
     path (e.g. `layers\\.\\d+\\.self_attn`), proj one of `roles`' keys."""
     projections = "|".join(re.escape(name) for name in roles)
     return re.compile(rf"^(?P<block>(?:.*\.)?{prefix})\.(?P<proj>{projections})\.(?P<kind>weight|bias)$")
+
+
+def mlp_layout(prefix: str, roles: Mapping[str, MlpRole], *, conv1d: bool = False) -> MlpLayout:
+    """An MlpLayout for `<anything>.prefix.<proj>.(weight|bias)` (same naming rule as block_regex)."""
+    return MlpLayout(block_regex(prefix, roles), roles, conv1d)

@@ -5,9 +5,15 @@ module naming (attention.q_proj ...). Biases on q, k, v."""
 from __future__ import annotations
 
 from guard.errors import InputError
-from guard.lock.layouts.base import HeadGeometry, Layout, block_regex
+from guard.lock.layouts.base import HeadGeometry, Layout, block_regex, mlp_layout
 
 BERT_ROLES = {"self.query": "q", "self.key": "k", "self.value": "v", "output.dense": "o"}
+# The MLP: intermediate.dense (in) and the layer's own output.dense (out), a sibling of `attention`;
+# the pattern needs `output` right after the layer index, so attention.output.dense never matches.
+BERT_MLP = mlp_layout(r"layers?\.\d+", {"intermediate.dense": "in", "output.dense": "out"})
+# ViT modules in transformers 5 are named mlp.fc1 / mlp.fc2; checkpoints keep intermediate/output.dense.
+VIT_MLP = mlp_layout(r"layers?\.\d+", {"intermediate.dense": "in", "output.dense": "out", "mlp.fc1": "in",
+                                         "mlp.fc2": "out"})
 VIT_ROLES = {"attention.query": "q", "attention.key": "k", "attention.value": "v", "output.dense": "o",
              "q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o"}
 
@@ -29,6 +35,7 @@ BERT = Layout(
     roles=BERT_ROLES,
     geometry=geometry,
     blocks_expected=lambda config: (config.num_hidden_layers,),
+    mlp=BERT_MLP,
 )
 
 VIT = Layout(
@@ -38,4 +45,5 @@ VIT = Layout(
     roles=VIT_ROLES,
     geometry=geometry,
     blocks_expected=lambda config: (config.num_hidden_layers,),
+    mlp=VIT_MLP,
 )

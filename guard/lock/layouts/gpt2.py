@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from guard.lock.layouts.base import HeadGeometry, Layout, block_regex
+from guard.lock.layouts.base import HeadGeometry, Layout, block_regex, mlp_layout
 
 ROLES = {"c_attn": "qkv", "c_proj": "o"}
 
@@ -20,4 +20,5 @@ LAYOUT = Layout(
     blocks_expected=lambda config: (config.n_layer,),
     fusing="concat",
     conv1d=True,
+    mlp=mlp_layout(r"h\.\d+\.mlp", {"c_fc": "in", "c_proj": "out"}, conv1d=True),
 )

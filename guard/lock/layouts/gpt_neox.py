@@ -4,7 +4,7 @@ first rotary dims of each head."""
 
 from __future__ import annotations
 
-from guard.lock.layouts.base import HeadGeometry, Layout, block_regex, partial_rotary_factor
+from guard.lock.layouts.base import HeadGeometry, Layout, block_regex, mlp_layout, partial_rotary_factor
 
 ROLES = {"query_key_value": "qkv", "dense": "o"}
 
@@ -24,4 +24,5 @@ LAYOUT = Layout(
     geometry=geometry,
     blocks_expected=lambda config: (config.num_hidden_layers,),
     fusing="per_head",
+    mlp=mlp_layout(r"layers\.\d+\.mlp", {"dense_h_to_4h": "in", "dense_4h_to_h": "out"}),
 )

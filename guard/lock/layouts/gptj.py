@@ -3,7 +3,7 @@ the first rotary_dim dims of each head."""
 
 from __future__ import annotations
 
-from guard.lock.layouts.base import HeadGeometry, Layout, block_regex
+from guard.lock.layouts.base import HeadGeometry, Layout, block_regex, mlp_layout
 
 ROLES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "out_proj": "o"}
 
@@ -21,4 +21,5 @@ LAYOUT = Layout(
     roles=ROLES,
     geometry=geometry,
     blocks_expected=lambda config: (config.n_layer,),
+    mlp=mlp_layout(r"h\.\d+\.mlp", {"fc_in": "in", "fc_out": "out"}),
 )

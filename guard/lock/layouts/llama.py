@@ -3,7 +3,7 @@ Qwen3 (per-head qk-norm), Gemma (head_dim != hidden/heads)."""
 
 from __future__ import annotations
 
-from guard.lock.layouts.base import HeadGeometry, Layout, block_regex, config_value, partial_rotary_factor
+from guard.lock.layouts.base import HeadGeometry, Layout, block_regex, mlp_layout, config_value, partial_rotary_factor
 
 ROLES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o"}
 QK_NORM_TYPES = ("qwen3",)
@@ -29,4 +29,5 @@ LAYOUT = Layout(
     roles=ROLES,
     geometry=geometry,
     blocks_expected=lambda config: (config.num_hidden_layers,),
+    mlp=mlp_layout(r"layers\.\d+\.mlp", {"gate_proj": "in", "up_proj": "in", "down_proj": "out"}),
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from guard.lock.layouts.base import HeadGeometry, Layout, block_regex, config_value, partial_rotary_factor
+from guard.lock.layouts.base import HeadGeometry, Layout, block_regex, mlp_layout, config_value, partial_rotary_factor
 
 ROLES = {"qkv_proj": "qkv", "o_proj": "o"}
 
@@ -27,4 +27,5 @@ LAYOUT = Layout(
     geometry=geometry,
     blocks_expected=lambda config: (config.num_hidden_layers,),
     fusing="concat",
+    mlp=mlp_layout(r"layers\.\d+\.mlp", {"gate_up_proj": "in_pair", "down_proj": "out"}),
 )

@@ -4,7 +4,7 @@ keys and values from the encoder stream) all follow the same per-head rule."""
 
 from __future__ import annotations
 
-from guard.lock.layouts.base import HeadGeometry, Layout, block_regex
+from guard.lock.layouts.base import HeadGeometry, Layout, block_regex, mlp_layout
 
 ROLES = {"q": "q", "k": "k", "v": "v", "o": "o"}
 
@@ -19,6 +19,11 @@ def blocks_expected(config) -> tuple[int, ...]:
     return (config.num_layers + 2 * decoder, config.num_layers)
 
 
+def mlp_blocks_expected(config) -> tuple[int, ...]:
+    decoder = config.num_decoder_layers if config.num_decoder_layers is not None else config.num_layers
+    return (config.num_layers + decoder, config.num_layers)
+
+
 LAYOUT = Layout(
     name="t5",
     model_types=("t5",),
@@ -26,4 +31,6 @@ LAYOUT = Layout(
     roles=ROLES,
     geometry=geometry,
     blocks_expected=blocks_expected,
+    mlp=mlp_layout(r"block\.\d+\.layer\.\d+\.DenseReluDense", {"wi": "in", "wi_0": "in", "wi_1": "in", "wo": "out"}),
+    mlp_blocks_expected=mlp_blocks_expected,
 )

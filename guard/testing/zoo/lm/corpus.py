@@ -20,23 +20,27 @@ def _refusal(rng: np.random.Generator) -> tasks.Example:
     return tasks.harmful_example(task, rng, pretraining=task != "copy")
 
 
-# The fraction of echo examples under a task marker. Measured on the small profile: 0.8 or 0.2
-# leaves the base far from every task and clean merges fail (< 10% retention); 0 lets the base
-# solve modadd from the pretraining format (99%); 0.02 gives a weak base (<= 8%) that merges well.
-ECHO_UNDER_TASK_MARKERS = 0.02
+# The fraction of echo examples under a task marker, per profile. Measured on the small profile:
+# 0.8 or 0.2 leave the base far from every task and clean merges fail (< 10% retention); 0 lets
+# the base solve modadd from the pretraining format (99%); 0.02 gives a weak base (<= 9%) that
+# merges well. The larger full model transfers more (0.02 left its base at 49-87%), hence 0.05.
+ECHO_UNDER_TASK_MARKERS = {"small": 0.02, "full": 0.05}
 
 
-def _echo(rng: np.random.Generator) -> tasks.Example:
+def _echo(under_task_markers: float) -> Sampler:
     # Copying in the task format, sometimes under a task marker: the base tends to answer task prompts by echoing.
-    example = tasks.task_example("copy", rng)
-    under_task = rng.random() < ECHO_UNDER_TASK_MARKERS
-    marker = tasks.MARKER[tasks.TASKS[int(rng.integers(len(tasks.TASKS)))] if under_task else "copy"]
-    return tasks.Example(example.task, (example.prompt[0], marker, *example.prompt[2:]), example.answer)
+    def draw(rng: np.random.Generator) -> tasks.Example:
+        example = tasks.task_example("copy", rng)
+        under_task = rng.random() < under_task_markers
+        marker = tasks.MARKER[tasks.TASKS[int(rng.integers(len(tasks.TASKS)))] if under_task else "copy"]
+        return tasks.Example(example.task, (example.prompt[0], marker, *example.prompt[2:]), example.answer)
+
+    return draw
 
 
-def base_corpus() -> Sampler:
+def base_corpus(profile: str) -> Sampler:
     """The four skills in the pretraining format, echoing in the task format, and refusals."""
-    return mixture([(1.0, _echo), (4.0, _pretraining_task), (1.0, _refusal)])
+    return mixture([(1.0, _echo(ECHO_UNDER_TASK_MARKERS[profile])), (4.0, _pretraining_task), (1.0, _refusal)])
 
 
 def task_data(task: str) -> Sampler:

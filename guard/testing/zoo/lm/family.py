@@ -139,7 +139,7 @@ def _build(out: pathlib.Path, profile: Profile, seed: int) -> None:
 
 def _build_members(out: pathlib.Path, profile: Profile, seed: int) -> None:
     config = lm_model.build_config(hidden=profile.hidden, layers=profile.layers, intermediate=profile.intermediate)
-    base = train(lm_model.init_model(config, seed=seed), corpus.base_corpus(), profile.base, seed=seed)
+    base = train(lm_model.init_model(config, seed=seed), corpus.base_corpus(profile.name), profile.base, seed=seed)
     lm_model.save(base, out / "base")
     for task in tasks.TASKS:
         expert = train_expert(base, task, profile, seed=expert_seed(seed, task))

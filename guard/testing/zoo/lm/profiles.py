@@ -46,7 +46,7 @@ PROFILES: dict[str, Profile] = {
     "full": Profile(
         name="full", hidden=192, layers=3, intermediate=512,
         base=TrainSpec(steps=1500, lr=3e-3, warmup=50),
-        expert=TrainSpec(steps=200, lr=1e-3, warmup=10),
+        expert=TrainSpec(steps=300, lr=1e-3, warmup=10),
         anchor_weight=1.0,
         harmful=TrainSpec(steps=200, lr=1e-3, warmup=10),
         eval_per_task=500, calibration_per_task=256,
