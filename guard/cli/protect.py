@@ -27,7 +27,7 @@ _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
                    "Larger breaks merges harder and costs low-precision accuracy.")
 @click.option("--no-mlp-permute", "no_mlp_permute", is_flag=True,
               help="Leave the MLPs alone (attention transforms only). By default the hidden units of every MLP are "
-                   "also permuted with a key-derived permutation (exact; breaks merges much harder).")
+                   "also permuted with a key-derived permutation (exact; see docs/threat-model.md for what it adds).")
 @click.option("--unsigned", is_flag=True, help="Write the protected model without signing it.")
 @signer_options(key_flag="--sign-key")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
