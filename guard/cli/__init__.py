@@ -71,8 +71,15 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+# guard prints its own progress and loads models from local directories only; keep transformers quiet.
+_QUIET_ENV = {"HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
 def main(argv: list[str] | None = None) -> None:
     from guard.errors import GuardError
+
+    for name, value in _QUIET_ENV.items():
+        os.environ.setdefault(name, value)
 
     try:
         rv = cli.main(args=argv, prog_name="guard", standalone_mode=False)

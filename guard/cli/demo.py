@@ -14,11 +14,6 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the steps as JSON.")
 def demo(workdir: pathlib.Path | None, as_json: bool) -> int:
     """Protect, sign, verify, tamper-check, detect, merge and unlock tiny models, end to end."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from guard.pipeline.demo import run_demo
 
     def show(step) -> None:

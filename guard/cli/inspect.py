@@ -36,5 +36,8 @@ def inspect_cmd(model_dir: str, as_json: bool, scan_values: bool, allow_symlinks
     else:
         click.echo(render_text(report))
         lock = report["mergelock"]
-        click.echo(f"mergelock:    {lock['message'] if lock['checked'] else 'not checked: ' + lock['reason']}")
+        if not lock["checked"]:
+            click.echo(f"mergelock:    not checked: {lock['reason']}")
+        else:
+            click.echo(f"mergelock:    {'FLAGGED (see findings)' if lock['flagged'] else lock['message']}")
     return 1 if report["refused"] else 0
