@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from guard.lock.layouts.base import HeadGeometry, Layout, block_regex, mlp_layout, config_value, partial_rotary_factor
+from guard.lock.layouts.base import Layout, block_regex, mlp_layout
+# Same head geometry as the Llama family (phi3 has no qk-norm).
+from guard.lock.layouts.llama import geometry
 
 ROLES = {"qkv_proj": "qkv", "o_proj": "o"}
-
-
-def geometry(config) -> HeadGeometry:
-    heads = config.num_attention_heads
-    head_dim = config_value(config, "head_dim", default=config.hidden_size // heads)
-    return HeadGeometry(
-        num_heads=heads,
-        num_kv_heads=config_value(config, "num_key_value_heads", default=heads),
-        head_dim=head_dim,
-        rotary_dims=int(head_dim * partial_rotary_factor(config)),
-        rotary_style="rotate_half",
-    )
 
 
 LAYOUT = Layout(
