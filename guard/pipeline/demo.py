@@ -166,7 +166,7 @@ def _logits(state: dict):
     from guard.testing import factory
 
     model = factory.build_model(FAMILY)
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(state)  # strict: a name mismatch must fail, not merge nothing
     with torch.no_grad():
         return model(**factory.sample_inputs(model, batch=4, seq=16)).logits
 

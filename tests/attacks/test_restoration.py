@@ -8,18 +8,13 @@ from attacks.restoration.circuits import circuit_merge
 from guard.errors import InputError
 from guard.lock.keys import LockKey
 from guard.lock.state import protect_state
-from tests.lock.conftest import build, model_output
+from tests.lock.conftest import build, model_output, synthetic_fine_tune
 
 KEY = LockKey(bytes(range(32)))
 
 
 def _fine_tune(state, scale=0.05, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, t in state.items():
-        noise = torch.randn(t.shape, generator=gen)
-        out[name] = t + scale * t.norm() / noise.norm() * noise if t.is_floating_point() else t
-    return out
+    return synthetic_fine_tune(state, scale=scale, seed=seed)
 
 
 def _attention(state):

@@ -32,6 +32,16 @@ def build(family: str, seed: int = 0) -> torch.nn.Module:
     return build_gptj(seed) if family == "gptj" else factory.build_model(family, seed=seed)
 
 
+def synthetic_fine_tune(state: dict, *, scale: float, seed: int = 1) -> dict:
+    """A stand-in fine-tune: every float tensor moved by `scale` of its norm in a random direction."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in state.items():
+        noise = torch.randn(t.shape, generator=gen)
+        out[name] = t + scale * t.norm() / noise.norm() * noise if t.is_floating_point() else t
+    return out
+
+
 def model_output(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
     with torch.no_grad():
         out = model(**inputs)

@@ -5,17 +5,11 @@ from guard.errors import InputError
 
 from guard.lock.detect import detect_with_base, detect_without_base
 from guard.lock.state import protect_state
-from tests.lock.conftest import build
+from tests.lock.conftest import build, synthetic_fine_tune
 
 
 def _fine_tune(state, scale=0.02, seed=1):
-    """A stand-in fine-tune: every float tensor moved by `scale` of its norm in a random direction."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, t in state.items():
-        noise = torch.randn(t.shape, generator=gen)
-        out[name] = t + scale * t.norm() / noise.norm() * noise if t.is_floating_point() else t
-    return out
+    return synthetic_fine_tune(state, scale=scale, seed=seed)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "bert", "t5"])
