@@ -1,19 +1,29 @@
-"""Benchmark: `guard protect` throughput against `cp -r` of the same directory, measured in one run.
+"""Benchmark: `guard protect` end to end (the CLI a user runs) against `cp -r` of the same directory,
+measured in the same run, several rounds each, medians.
 
-    python -m benchmarks.protect            # full: a ~150M-parameter Llama-style model
-    python -m benchmarks.protect --small    # seconds; what tests/lock/test_benchmark.py runs
-    python -m benchmarks.protect --precision  # the self-check error per dtype and bound (docs/lock.md)
+    python -m benchmarks.protect                 # 0.6 GB and 2.0 GB float32 Llama-style models
+    python -m benchmarks.protect --sizes medium  # one size (small | medium | large)
+    python -m benchmarks.protect --small         # seconds; what tests/lock/test_benchmark.py runs
+    python -m benchmarks.protect --precision     # the self-check error per dtype and bound (docs/lock.md)
+    python -m benchmarks.protect --roundtrip     # float32 unlock round-trip error per bound (docs/lock.md)
 
-Reports bytes/s of cp -r and of protect (whole command: stream + transform + write, self-check, no
-signing), the ratio protect/cp (goal >= 0.5), the phase split, and the peak RSS of a protect run in a
-fresh process next to the size of the largest tensor.
+Per size: cp -r seconds and `guard protect SRC --out OUT --lock-key K --unsigned` seconds (rounds
+interleaved; the source is read once beforehand so both sides start from a warm page cache, and
+`sync` runs untimed before every timed command so neither inherits the other's dirty pages), their
+ratio (throughput of protect / throughput of cp; goal >= 0.5), the same against `cp -r` plus an fsync
+of the copy (protect fsyncs its output before renaming it into place; cp -r does not), one signed run
+(`--sign-key`) reported separately, the peak RSS of the protect process (wait4) next to the largest
+tensor, and the fixed cost: the same command on a tiny model (interpreter, torch and transformers
+imports, config, two model builds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,30 +32,36 @@ import time
 SIZES = {
     "small": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, vocab_size=1000),
-    "full": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
-                 num_key_value_heads=4, vocab_size=32000),
+    "medium": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
+                   num_key_value_heads=4, vocab_size=32000),  # 623 MB, largest tensor 131 MB
+    "large": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=8, num_attention_heads=16,
+                  num_key_value_heads=4, vocab_size=32000),  # 2.0 GB, largest tensor 262 MB
 }
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+_ENV = {"PYTHONPATH": str(_REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GUARD_KEY_PASSPHRASE": "benchmark-passphrase",
+        "HOME": os.environ.get("HOME", "/tmp")}
 
-_CHILD = """
-import json, resource, sys, time
+_PHASES = """
+import json, sys
 from guard.lock.keys import LockKey
 from guard.lock.protect import protect_model
-started = time.perf_counter()
 result = protect_model(sys.argv[1], sys.argv[2], key=LockKey(bytes(32)))
-print(json.dumps({"seconds": time.perf_counter() - started, "phases": result.seconds,
-                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  "error": result.selfcheck.max_relative_error}))
+print(json.dumps({"phases": result.seconds, "error": result.selfcheck.max_relative_error,
+                  "mode": result.selfcheck.mode, "peak_tensor_bytes": result.selfcheck.peak_tensor_bytes}))
 """
 
 
 def make_model(size: str, out: pathlib.Path) -> pathlib.Path:
-    import torch
-    import transformers
-
-    config = transformers.LlamaConfig(**SIZES[size], max_position_embeddings=256)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).eval()
-    model.save_pretrained(out)
+    """A random float32 Llama-style model saved by transformers (built in a child process, so that the
+    benchmark process itself stays small)."""
+    code = ("import sys, json, torch, transformers\n"
+            "torch.manual_seed(0)\n"
+            "config = transformers.LlamaConfig(**json.loads(sys.argv[1]), max_position_embeddings=256)\n"
+            "with torch.no_grad():\n"
+            "    transformers.LlamaForCausalLM(config).eval().save_pretrained(sys.argv[2])\n")
+    subprocess.run([sys.executable, "-c", code, json.dumps(SIZES[size]), str(out)], check=True, env=_ENV,
+                   cwd=_REPO, capture_output=True)
     return out
 
 
@@ -59,30 +75,99 @@ def largest_tensor_bytes(path: pathlib.Path) -> int:
     return max(t.nbytes for t in open_model_dir(path).tensors.values())
 
 
-def run(*, size: str = "full", workdir: pathlib.Path | None = None) -> dict:
+def _timed(argv: list[str]) -> tuple[float, int]:
+    """Run argv; (wall seconds, peak RSS bytes of that process) via wait4."""
+    subprocess.run(["sync"], check=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=_ENV, cwd=_REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[:4]} failed ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+    proc.stderr.close()
+    return seconds, usage.ru_maxrss * 1024
+
+
+def _fsync_tree(root: pathlib.Path) -> None:
+    for path in root.rglob("*"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fd = os.open(root, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+
+
+def _warm(path: pathlib.Path) -> None:
+    for p in path.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                while f.read(64 << 20):
+                    pass
+
+
+def _protect_argv(src, out, key, *extra) -> list[str]:
+    return [sys.executable, "-m", "guard", "protect", str(src), "--out", str(out), "--lock-key", str(key), *extra]
+
+
+def run(*, size: str = "medium", rounds: int = 3, workdir: pathlib.Path | None = None) -> dict:
+    import shutil
+
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         root = pathlib.Path(tmp)
         src = make_model(size, root / "model")
+        key = root / "lock.key"
+        subprocess.run([sys.executable, "-m", "guard", "lock-keygen", str(key)], check=True, env=_ENV, cwd=_REPO,
+                       capture_output=True)
         nbytes = dir_bytes(src)
-        started = time.perf_counter()
-        subprocess.run(["cp", "-r", str(src), str(root / "copy")], check=True)
-        cp_seconds = time.perf_counter() - started
-        repo = pathlib.Path(__file__).resolve().parents[1]
-        child = subprocess.run([sys.executable, "-c", _CHILD, str(src), str(root / "protected")], check=True,
-                               capture_output=True, text=True, cwd=repo,
-                               env={"PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
-                                    "PATH": "/usr/bin:/bin"})
-        protect = json.loads(child.stdout.strip().splitlines()[-1])
+        _warm(src)
+        cp_s, cp_sync_s, protect_s, rss = [], [], [], []
+        for _ in range(rounds):
+            seconds, _ = _timed(["cp", "-r", str(src), str(root / "copy")])
+            cp_s.append(seconds)
+            shutil.rmtree(root / "copy")
+            subprocess.run(["sync"], check=True)
+            started = time.perf_counter()
+            subprocess.run(["cp", "-r", str(src), str(root / "copy")], check=True)
+            _fsync_tree(root / "copy")
+            cp_sync_s.append(time.perf_counter() - started)
+            shutil.rmtree(root / "copy")
+            seconds, peak = _timed(_protect_argv(src, root / "protected", key, "--unsigned"))
+            protect_s.append(seconds)
+            rss.append(peak)
+            shutil.rmtree(root / "protected")
+        sign_key = root / "sign.key"
+        subprocess.run([sys.executable, "-m", "guard", "keygen", str(sign_key)], check=True, env=_ENV, cwd=_REPO,
+                       capture_output=True)
+        signed_s, _ = _timed(_protect_argv(src, root / "signed", key, "--sign-key", str(sign_key)))
+        shutil.rmtree(root / "signed")
+        child = subprocess.run([sys.executable, "-c", _PHASES, str(src), str(root / "phases")], check=True,
+                               capture_output=True, text=True, cwd=_REPO, env=_ENV)
+        phases = json.loads(child.stdout.strip().splitlines()[-1])
         largest = largest_tensor_bytes(src)
+    cp, cp_sync, protect = statistics.median(cp_s), statistics.median(cp_sync_s), statistics.median(protect_s)
     return {
-        "size": size, "model_bytes": nbytes, "largest_tensor_bytes": largest,
-        "cp_seconds": cp_seconds, "cp_bytes_per_s": nbytes / cp_seconds,
-        "protect_seconds": protect["seconds"], "protect_bytes_per_s": nbytes / protect["seconds"],
-        "ratio_protect_over_cp": cp_seconds / protect["seconds"],
-        "transform_only_ratio": cp_seconds / protect["phases"]["transform"],
-        "phases_seconds": protect["phases"], "peak_rss_bytes": protect["peak_rss_bytes"],
-        "selfcheck_error": protect["error"],
+        "size": size, "model_bytes": nbytes, "largest_tensor_bytes": largest, "rounds": rounds,
+        "cp_seconds": cp, "cp_seconds_all": cp_s, "cp_bytes_per_s": nbytes / cp,
+        "protect_seconds": protect, "protect_seconds_all": protect_s, "protect_bytes_per_s": nbytes / protect,
+        "ratio_protect_over_cp": cp / protect,
+        "cp_fsync_seconds": cp_sync, "ratio_protect_over_cp_fsync": cp_sync / protect,
+        "protect_signed_seconds": signed_s,
+        "peak_rss_bytes": max(rss), "peak_rss_over_largest_tensor": max(rss) / largest,
+        "phases_seconds_in_process": phases["phases"], "selfcheck_error": phases["error"],
+        "selfcheck_mode": phases["mode"], "selfcheck_peak_tensor_bytes": phases["peak_tensor_bytes"],
+        "load_average": os.getloadavg(),
     }
+
+
+def fixed_cost(*, rounds: int = 3, workdir: pathlib.Path | None = None) -> dict:
+    """`guard protect` on the tiny model: what every invocation pays whatever the model size."""
+    report = run(size="small", rounds=rounds, workdir=workdir)
+    return {"protect_seconds": report["protect_seconds"], "protect_seconds_all": report["protect_seconds_all"],
+            "model_bytes": report["model_bytes"], "peak_rss_bytes": report["peak_rss_bytes"]}
 
 
 def precision(*, bounds=(2.0, 8.0, 16.0), families=None) -> dict:
@@ -127,15 +212,57 @@ def precision(*, bounds=(2.0, 8.0, 16.0), families=None) -> dict:
     return table
 
 
+def roundtrip(*, bounds=(2.0, 8.0, 16.0), families=None) -> dict:
+    """float32 unlock(protect(W)) against W, per bound: the worst relative Frobenius error of any tensor,
+    over the factory's families plus GPT-J (protect applies the transforms in float32, unlock in float64)."""
+    import torch
+
+    from guard.lock.keys import LockKey
+    from guard.lock.state import protect_state
+    from tests.lock.conftest import LOCK_FAMILIES, build
+
+    key = LockKey(bytes(range(32)))
+    table: dict = {}
+    for bound in bounds:
+        errors = {}
+        for family in families or LOCK_FAMILIES:
+            model = build(family)
+            state = model.state_dict()
+            back = protect_state(protect_state(state, config=model.config, key=key, bound=bound),
+                                 config=model.config, key=key, bound=bound, inverse=True)
+            errors[family] = max(float((back[k] - v).norm() / v.norm()) for k, v in state.items()
+                                 if v.is_floating_point() and v.norm() > 0)
+        worst = max(errors, key=errors.get)
+        table[f"bound {bound:g}"] = {"max": errors[worst], "worst_family": worst, "per_family": errors}
+    return table
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="guard protect vs cp -r")
-    parser.add_argument("--small", action="store_true", help="tiny model: seconds (the test's mode)")
+    parser.add_argument("--small", action="store_true", help="tiny model, one round: seconds (the test's mode)")
+    parser.add_argument("--sizes", default="medium,large", help="comma-separated: small, medium, large")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", action="store_true", help="self-check error per dtype and bound")
+    parser.add_argument("--roundtrip", action="store_true", help="float32 unlock round-trip error per bound")
     args = parser.parse_args(argv)
+    if args.roundtrip:
+        print(json.dumps(roundtrip(), indent=2))
+        return
     if args.precision:
         print(json.dumps(precision(), indent=2))
         return
-    print(json.dumps(run(size="small" if args.small else "full"), indent=2))
+    if args.small:
+        print(json.dumps(run(size="small", rounds=1), indent=2))
+        return
+    report = {"fixed_cost": fixed_cost(rounds=args.rounds)}
+    for size in args.sizes.split(","):
+        report[size] = run(size=size, rounds=args.rounds)
+        # What the model adds to the process: peak RSS above the tiny model's (interpreter, torch, transformers).
+        above = report[size]["peak_rss_bytes"] - report["fixed_cost"]["peak_rss_bytes"]
+        report[size]["peak_rss_above_fixed_bytes"] = above
+        report[size]["peak_rss_above_fixed_over_largest_tensor"] = above / report[size]["largest_tensor_bytes"]
+        print(json.dumps({size: report[size]}, indent=2), flush=True)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

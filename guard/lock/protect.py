@@ -1,10 +1,11 @@
 """Streaming MergeLock over model directories: `protect_model` and `unlock_model`.
 
-Tensors are read shard by shard (guard.artifacts); a tensor outside attention and MLP is written on at
-once, an attention (or MLP) tensor waits only until the rest of its block has arrived, then the block is
-transformed (or its hidden units permuted) and written. The output is staged in a hidden directory next to OUT, self-checked (original and
-result run on a probe batch), optionally signed, and only then renamed to OUT: partial or failed work
-never looks complete.
+Each output shard mirrors its input shard (guard.lock.output): tensors outside attention and MLP are
+copied file to file by the kernel, never read; an attention (or MLP) tensor is read and waits only
+until the rest of its block has arrived, then the block is transformed (or its hidden units permuted)
+and written at its place. The output is staged in a hidden directory next to OUT, self-checked
+(original and result run on a probe batch, module by module), fsynced, optionally signed, and only
+then renamed to OUT: partial or failed work never looks complete.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from guard.errors import InputError, PolicyRefusal, VerificationError
 from guard.lock.keys import LockKey
 from guard.lock.mlp import lock_mlp_block
 from guard.lock.plan import LockPlan, plan_lock
-from guard.lock.selfcheck import SelfCheck, require_pass, self_check
+from guard.lock.selfcheck import ReferenceRun, SelfCheck, require_pass, self_check
 from guard.lock.state import DEFAULT_BOUND, lock_block
 
 LOCK_FILE = "guard_lock.json"
@@ -41,11 +42,11 @@ class LockResult:
     metadata: dict[str, Any]
     selfcheck: SelfCheck
     signature: pathlib.Path | None
-    seconds: dict[str, float]  # wall time of each phase: transform (stream + write), selfcheck, sign
+    seconds: dict[str, float]  # wall time of each phase: transform (stream + write), selfcheck, sign, sync
 
 
 def protect_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, bound: float = DEFAULT_BOUND,
-                  signer=None, max_shard_bytes: int | None = None, mlp_permute: bool = True) -> LockResult:
+                  signer=None, mlp_permute: bool = True) -> LockResult:
     """Write a MergeLock-protected copy of the model at `src` to `out` (which must not exist).
     mlp_permute: also permute every MLP's hidden units with a key-derived permutation (exact)."""
     if not bound > 1.0 or bound > 64.0:
@@ -57,12 +58,10 @@ def protect_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKe
     metadata = {"format": FORMAT, "version": VERSION, "key_id": key.key_id, "bound": bound,
                 **plan.describe(), "dtypes": model.dtype_counts(), "mlp_permute": mlp_permute,
                 "mlp": _describe_mlp(plan, model)}
-    return _rewrite(model, out, plan=plan, key=key, bound=bound, inverse=False, metadata=metadata, signer=signer,
-                    max_shard_bytes=max_shard_bytes)
+    return _rewrite(model, out, plan=plan, key=key, bound=bound, inverse=False, metadata=metadata, signer=signer)
 
 
-def unlock_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, signer=None,
-                 max_shard_bytes: int | None = None) -> LockResult:
+def unlock_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, signer=None) -> LockResult:
     """Restore the original weights of a protected model with its lock key."""
     model, config, _ = _open(src)
     metadata = read_lock_metadata(model.root, present={f.relpath for f in model.files})
@@ -72,7 +71,7 @@ def unlock_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey
             path=model.root / LOCK_FILE, rule="lock-wrong-key")
     plan = plan_lock(model.tensors.keys(), config, path=src, mlp=metadata["mlp_permute"])
     return _rewrite(model, out, plan=plan, key=key, bound=float(metadata["bound"]), inverse=True, metadata=None,
-                    signer=signer, max_shard_bytes=max_shard_bytes)
+                    signer=signer)
 
 
 def read_lock_metadata(root: pathlib.Path, *, present: set[str]) -> dict[str, Any]:
@@ -131,28 +130,39 @@ def transformers_config(raw: dict | None, *, path=None):
 
 
 def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse: bool, metadata: dict | None,
-             signer, max_shard_bytes: int | None) -> LockResult:
-    from guard.artifacts import ModelWriter
+             signer) -> LockResult:
+    import threading
+
+    from guard.lock.output import LockedShards, sync_tree
 
     out = pathlib.Path(out)
     if out.exists() or out.is_symlink():
         raise InputError("output already exists", path=out, rule="output-exists")
     copies = _files_to_copy(model, inverse=inverse)
-    if max_shard_bytes is None:
-        max_shard_bytes = default_shard_bytes(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.guard-lock-", dir=out.parent))
     seconds: dict[str, float] = {}
     started = time.perf_counter()
+    syncing = None
+    reference = None
     try:
+        # The original's half of the self-check (imports, forward) runs while the shards are written.
+        reference = ReferenceRun(model)
         staged = staging / out.name
+        staged.mkdir()
         shard_metadata = {} if inverse else {"guard.mergelock": str(VERSION), "guard.lock_key_id": key.key_id}
-        with ModelWriter(staged, max_shard_bytes=max_shard_bytes, metadata=shard_metadata) as writer:
-            _stream(model, writer, plan=plan, key=key, bound=bound, inverse=inverse)
-            for rel in copies:
-                writer.copy_file(model.root / rel, rel)
+        with LockedShards(model, staged, transformed=_unit_of(plan), metadata=shard_metadata) as shards:
+            _stream(model, shards, plan=plan, key=key, bound=bound, inverse=inverse)
+            shards.finish(model.index)
+        for rel in copies:
+            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(model.root / rel, staged / rel, follow_symlinks=False)
         seconds["transform"] = time.perf_counter() - started
-        check = self_check(model.root, staged)
+        # Flush the written bytes to disk while the self-check runs (it reads them from the page cache).
+        sync_errors: list[BaseException] = []
+        syncing = threading.Thread(target=_capture(sync_tree, sync_errors), args=(staged,), daemon=True)
+        syncing.start()
+        check = self_check(model, _open_staged(staged), reference=reference)
         seconds["selfcheck"] = time.perf_counter() - started - seconds["transform"]
         require_pass(check, path=model.root)
         if metadata is not None:
@@ -164,22 +174,47 @@ def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse:
 
             signature = sign_model(staged, signer=signer)
         seconds["sign"] = time.perf_counter() - started - seconds["transform"] - seconds["selfcheck"]
+        syncing.join()
+        if sync_errors:
+            raise sync_errors[0]
+        sync_tree(staged)  # the small files written since (lock metadata, signature); the rest is clean
+        seconds["sync"] = time.perf_counter() - started - sum(seconds.values())
         if out.exists() or out.is_symlink():
             raise InputError("output appeared while working", path=out, rule="output-exists")
         staged.chmod(0o777 & ~_umask())  # temp dirs are created 0700; the result is an ordinary directory
         os.rename(staged, out)
+        _fsync_dir(out.parent)
         signature = None if signature is None else out / signature.name
     finally:
+        for thread in (syncing, getattr(reference, "_thread", None)):
+            if thread is not None and thread.is_alive():
+                thread.join()
         shutil.rmtree(staging, ignore_errors=True)
     return LockResult(out, metadata or {}, check, signature, seconds)
 
 
-def default_shard_bytes(model) -> int:
-    """Keep the input's sharding unless its shards are large: ModelWriter holds one output shard in
-    memory, so cap shards at max(2 x the largest tensor, 256 MiB) to keep peak memory near two tensors."""
-    largest_tensor = max(t.nbytes for t in model.tensors.values())
-    largest_shard = max(model.file(s).size for s in model.shards)
-    return min(largest_shard, max(2 * largest_tensor, 256 << 20))
+def _open_staged(staged: pathlib.Path):
+    from guard.artifacts import open_model_dir
+
+    return open_model_dir(staged)
+
+
+def _capture(fn, errors: list):
+    def run(*args):
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(exc)
+
+    return run
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _files_to_copy(model, *, inverse: bool) -> list[str]:
@@ -197,18 +232,25 @@ def _files_to_copy(model, *, inverse: bool) -> list[str]:
     return copies
 
 
-def _stream(model, writer, *, plan: LockPlan, key: LockKey, bound: float, inverse: bool) -> None:
+def _unit_of(plan: LockPlan) -> dict[str, tuple[str, str]]:
+    """tensor name -> ("attention" | "mlp", block) for every tensor the lock rewrites."""
     unit_of = {name: ("attention", block) for name, block in plan.block_of().items()}
     if plan.mlp is not None:
         unit_of.update({name: ("mlp", block) for name, block in plan.mlp.block_of().items()})
+    return unit_of
+
+
+def _stream(model, shards, *, plan: LockPlan, key: LockKey, bound: float, inverse: bool) -> None:
+    """Read the tensors the lock rewrites in file order; transform each block once it is complete and
+    write it at its place. (LockedShards copied the other tensors without reading them.)"""
+    unit_of = _unit_of(plan)
     waiting: dict[tuple[str, str], dict[str, Any]] = {}
-    for name, tensor in model.iter_tensors():
+    for name in model.tensors:  # shard, then offset order: sequential reads
         unit = unit_of.get(name)
         if unit is None:
-            writer.add(name, tensor)
             continue
         held = waiting.setdefault(unit, {})
-        held[name] = tensor
+        held[name] = shards.read(name)
         kind, block = unit
         if kind == "mlp" and len(held) == len(plan.mlp.blocks[block]):
             del waiting[unit]
@@ -218,8 +260,8 @@ def _stream(model, writer, *, plan: LockPlan, key: LockKey, bound: float, invers
             locked = lock_block(plan, block, held, key=key, bound=bound, inverse=inverse, path=model.root)
         else:
             continue
-        for locked_name in held:  # keep the input's tensor order
-            writer.add(locked_name, locked[locked_name])
+        for locked_name in held:
+            shards.put(locked_name, locked[locked_name])
 
 
 def _umask() -> int:

@@ -1,8 +1,12 @@
 """Self-check: run the original and the protected model on the same probe batch and compare outputs.
 
-Both models are loaded the way a user would load them (transformers `from_pretrained`, safetensors
-only), one after the other, so peak memory is one model. The error is max|delta| / max|reference|
-over the output logits (or the last hidden state for headless encoders).
+Both models run the real transformers forward, built the way `from_pretrained` builds them (same
+class, config, dtype, key renaming), one after the other. By default they are streamed
+(guard.lock.streamed): parameters stay on disk and each module's are read just before its forward and
+dropped after, so peak memory is about the largest module plus the probe's activations, not a model.
+A model that cannot be streamed module by module (a checkpoint converter that merges tensors) is
+loaded whole with `from_pretrained`; `mode` in the metadata says which ran. The error is
+max|delta| / max|reference| over the output logits (or the last hidden state for headless encoders).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class SelfCheck:
     max_relative_error: float
     bound: float
     dtype: str
+    mode: str = "streamed"  # "streamed" (module by module) or "full" (from_pretrained, whole model)
+    peak_tensor_bytes: int = 0  # streamed: most tensor bytes the loader had alive at once
 
     @property
     def passed(self) -> bool:
@@ -35,7 +41,7 @@ class SelfCheck:
 
     def as_metadata(self) -> dict:
         return {"max_relative_logit_error": self.max_relative_error, "bound": self.bound, "dtype": self.dtype,
-                "probe": dict(PROBE), "passed": self.passed}
+                "probe": dict(PROBE), "passed": self.passed, "mode": self.mode}
 
 
 def load_model(model_dir: str | pathlib.Path) -> torch.nn.Module:
@@ -63,25 +69,95 @@ def probe_inputs(config) -> dict[str, torch.Tensor]:
     return inputs
 
 
-def probe_output(model_dir: str | pathlib.Path) -> tuple[torch.Tensor, torch.dtype]:
-    model = load_model(model_dir)
-    dtype = next(model.parameters()).dtype
+def _run(model: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
     inputs = probe_inputs(model.config)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
     with torch.no_grad():
         out = model(**inputs)
     result = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+    if result.device.type == "meta":  # some parameter was used outside its module's forward
+        from guard.lock.streamed import NotStreamable
+
+        raise NotStreamable("the forward produced meta tensors")
+    return result.detach().to(torch.float64)
+
+
+def probe_output(model_dir: str | pathlib.Path) -> tuple[torch.Tensor, torch.dtype]:
+    """The probe's output with the whole model loaded by from_pretrained (the fallback)."""
+    model = load_model(model_dir)
+    dtype = next(model.parameters()).dtype
+    result = _run(model, dtype)
     del model
     gc.collect()
-    return result.detach().to(torch.float64), dtype
+    return result, dtype
 
 
-def self_check(original_dir: str | pathlib.Path, candidate_dir: str | pathlib.Path) -> SelfCheck:
-    ref, dtype = probe_output(original_dir)
-    got, _ = probe_output(candidate_dir)
+def streamed_probe_output(model_dir, loader=None) -> tuple[torch.Tensor, torch.dtype, int]:
+    """The probe's output with parameters read module by module (guard.lock.streamed).
+    `model_dir`: a path or a validated guard.artifacts ModelDir. Returns (output, dtype, peak tensor bytes)."""
+    from guard.lock.streamed import StreamedModel, TensorLoader
+
+    if not hasattr(model_dir, "tensors"):
+        from guard.artifacts import open_model_dir
+
+        model_dir = open_model_dir(model_dir)
+    loader = loader or TensorLoader(model_dir)
+    with StreamedModel(model_dir, loader) as model:
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        result = _run(model, dtype)
+    return result, dtype, loader.peak_bytes
+
+
+class ReferenceRun:
+    """The original model's streamed probe, started on a background thread so that it overlaps the
+    writing of the protected model (it reads only the original's files). `result()` joins it."""
+
+    def __init__(self, original_dir):
+        import threading
+
+        self._outcome: list = []
+        self._thread = threading.Thread(target=self._run, args=(original_dir,), daemon=True,
+                                        name="guard-lock-reference")
+        self._thread.start()
+
+    def _run(self, original_dir) -> None:
+        try:
+            self._outcome.append(("ok", streamed_probe_output(original_dir)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by result()
+            self._outcome.append(("error", exc))
+
+    def result(self) -> tuple[torch.Tensor, torch.dtype, int]:
+        self._thread.join()
+        kind, value = self._outcome[0]
+        if kind == "error":
+            raise value
+        return value
+
+
+def self_check(original_dir, candidate_dir, *, streamed: bool = True, reference: ReferenceRun | None = None) -> SelfCheck:
+    """Run the probe through the original and the candidate model (paths or validated ModelDirs) and
+    compare. streamed=False loads each model whole with from_pretrained. `reference`: the original's
+    streamed run, already started."""
+    from guard.lock.streamed import NotStreamable
+
+    mode, peak = "full", 0
+    if streamed:
+        try:
+            ref, dtype, peak_ref = reference.result() if reference is not None else streamed_probe_output(original_dir)
+            got, _, peak_got = streamed_probe_output(candidate_dir)
+            mode, peak = "streamed", max(peak_ref, peak_got)
+        except NotStreamable:
+            streamed = False
+    if not streamed:
+        ref, dtype = probe_output(_path(original_dir))
+        got, _ = probe_output(_path(candidate_dir))
     error = ((got - ref).abs().max() / ref.abs().max().clamp(min=1e-30)).item()
-    return SelfCheck(error, ERROR_BOUNDS.get(dtype, 1e-4), str(dtype).removeprefix("torch."))
+    return SelfCheck(error, ERROR_BOUNDS.get(dtype, 1e-4), str(dtype).removeprefix("torch."), mode, peak)
+
+
+def _path(model_dir) -> pathlib.Path:
+    return pathlib.Path(model_dir.root if hasattr(model_dir, "tensors") else model_dir)  # a ModelDir, or a path
 
 
 def require_pass(check: SelfCheck, *, path=None) -> None:

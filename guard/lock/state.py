@@ -30,7 +30,11 @@ def lock_block(plan: LockPlan, block: str, tensors: Mapping[str, torch.Tensor], 
     if inverse:
         transforms = [t.inverted() for t in transforms]
     layout = plan.layout
-    locked = layout.join(apply_transforms(layout.split(parts, plan.geometry), plan.geometry, transforms), plan.geometry)
+    # float32 arithmetic is enough to protect (see transform.py); unlock (and float64 models) use float64.
+    wide = inverse or any(t.dtype == torch.float64 for t in parts.values())
+    compute_dtype = torch.float64 if wide else torch.float32
+    split = layout.split(parts, plan.geometry)
+    locked = layout.join(apply_transforms(split, plan.geometry, transforms, compute_dtype=compute_dtype), plan.geometry)
     return {names[rk]: tensor for rk, tensor in locked.items()}
 
 

@@ -65,3 +65,20 @@ def test_rope_block_conditioning():
     a, _ = qk_transform(SeedStream(b"c" * 32), QKForm(32, 32), 2.0)
     assert np.linalg.cond(a) <= 4 * (1 + 1e-9)
     assert math.isclose(np.abs(np.linalg.det(a)) ** (1 / 32), np.exp(np.log(np.linalg.svd(a, compute_uv=False)).mean()))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 64, 128])
+def test_householder_qr_matches_lapack_up_to_rounding(n):
+    """haar_orthogonal's QR avoids threaded BLAS; with R's diagonal sign-fixed, Q is unique, so it must
+    equal LAPACK's Q (older protected models unlock with the same matrices)."""
+    import numpy as np
+
+    from guard.lock.sampling import householder_qr
+
+    m = np.random.default_rng(n).standard_normal((n, n))
+    q, r_diag = householder_qr(m)
+    lapack_q, lapack_r = np.linalg.qr(m)
+    ours = q * np.where(r_diag < 0, -1.0, 1.0)
+    theirs = lapack_q * np.where(np.diag(lapack_r) < 0, -1.0, 1.0)
+    assert np.abs(ours - theirs).max() < 1e-12
+    assert np.abs(q.T @ q - np.eye(n)).max() < 1e-13
