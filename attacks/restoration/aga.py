@@ -8,6 +8,9 @@ along as an extra input column. Heads may additionally have been permuted (a fun
 symmetry); the attack then matches each protected head to the base head it fits best (Hungarian
 algorithm on the least-squares residuals) before fitting. MergeLock's MLP hidden-unit permutation is
 undone first, by Hungarian matching of the units against the base (attacks/restoration/neurons.py).
+On RoPE models the QK side is fitted in the only form the lock may use there (one complex scale per
+rotary plane and key/value group, restore_rotary_qk), which loses much less of the fine-tune than a
+general per-head fit (cosine to the true attention task vector 0.92-0.93 against 0.75-0.76 on the zoo LM).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from scipy.optimize import linear_sum_assignment
 from guard.lock.layouts.base import AttentionWeights
 from attacks.restoration.neurons import align_mlp_neurons
 from guard.lock.plan import LockPlan, plan_lock
+from guard.lock.sampling import rotary_pairs
 
 
 def _augment(w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -49,12 +53,48 @@ def _match(protected: list[tuple[torch.Tensor, ...]], base: list[tuple[torch.Ten
     return [int(c) for _, c in sorted(zip(rows, cols))]
 
 
+def _plane_scale(protected: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """Per rotary plane, the complex z minimising ||protected - z base|| (both [..., planes, n] complex)."""
+    dims = [i for i in range(protected.ndim) if i != protected.ndim - 2]
+    return (base.conj() * protected).sum(dim=dims) / (base.abs() ** 2).sum(dim=dims).clamp(min=1e-300)
+
+
+def restore_rotary_qk(queries: torch.Tensor, base_queries: torch.Tensor, keys: torch.Tensor, base_keys: torch.Tensor,
+                      pairs: list[tuple[int, int]], rest: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Undo a RoPE-commuting QK transform knowing its form (public: the lock's design is no secret).
+
+    In rotary plane (a, b) the lock may only use a scaled rotation, i.e. multiply the complex query row
+    q_a + i q_b of every head of the group by one z and the key row by 1/conj(z). Fitting that one
+    complex number per plane (from Q and K, combined so that q.k is kept exactly) leaves far less room
+    than a general d_h x d_h least-squares fit, which also absorbs part of the fine-tune. Non-rotary
+    dims (partial rotary) get the general fit. queries: [heads, d, n], keys: [d, n] (inputs augmented)."""
+    a_idx, b_idx = [a for a, _ in pairs], [b for _, b in pairs]
+    cq = torch.complex(queries[:, a_idx], queries[:, b_idx])
+    ck = torch.complex(keys[a_idx], keys[b_idx])
+    z_q = _plane_scale(cq, torch.complex(base_queries[:, a_idx], base_queries[:, b_idx]))
+    z_k = 1.0 / _plane_scale(ck, torch.complex(base_keys[a_idx], base_keys[b_idx])).conj()
+    # One z for both sides: geometric mean of the magnitudes, mean direction of the phases.
+    z = (z_q.abs() * z_k.abs()).sqrt() * torch.sgn(torch.sgn(z_q) + torch.sgn(z_k))
+    rq, rk = cq / z[:, None], ck * z.conj()[:, None]
+    q_out, k_out = queries.clone(), keys.clone()
+    q_out[:, a_idx], q_out[:, b_idx] = rq.real, rq.imag
+    k_out[a_idx], k_out[b_idx] = rk.real, rk.imag
+    if rest:
+        a_hat = fit_left(torch.cat(list(queries[:, rest]), 1), torch.cat(list(base_queries[:, rest]), 1))
+        q_out[:, rest] = torch.linalg.solve(a_hat, queries[:, rest])
+        k_out[rest] = torch.linalg.solve(fit_left(keys[rest], base_keys[rest]), keys[rest])
+    return q_out, k_out
+
+
 def _heads(x: torch.Tensor, n: int) -> list[torch.Tensor]:
     return list(x.reshape(n, -1, x.shape[-1]))
 
 
 def restore_block(protected: AttentionWeights, base: AttentionWeights, *, num_kv_heads: int,
-                  heads_per_group: int, head_dim: int, match_heads: bool = True) -> AttentionWeights:
+                  heads_per_group: int, head_dim: int, match_heads: bool = True,
+                  rotary: tuple[list[tuple[int, int]], list[int]] | None = None) -> AttentionWeights:
+    """Undo the lock on one block. `rotary` = (rotary planes, non-rotary dims) switches QK to the
+    structured fit of restore_rotary_qk (RoPE models); without it QK gets the general fit."""
     g, r, d = num_kv_heads, heads_per_group, head_dim
     f64 = lambda t: None if t is None else t.to(torch.float64)  # noqa: E731
     pq, pk, pv = _augment(f64(protected.q_w), f64(protected.q_b)), _augment(f64(protected.k_w), f64(protected.k_b)), \
@@ -77,15 +117,21 @@ def restore_block(protected: AttentionWeights, base: AttentionWeights, *, num_kv
         ordered = [None] * r
         for t, u in enumerate(head_perm):
             ordered[u] = t
-        a_hat = fit_left(torch.cat([queries[t] for t in ordered], 1), torch.cat(base_queries, 1))
-        c_hat = fit_left(pk_g[i], bk_g[j])
+        if rotary is not None:
+            q_restored, out_k[j] = restore_rotary_qk(torch.stack([queries[t] for t in ordered]),
+                                                     torch.stack(base_queries), pk_g[i], bk_g[j], *rotary)
+            for u in range(r):
+                out_q[j * r + u] = q_restored[u]
+        else:
+            a_hat = fit_left(torch.cat([queries[t] for t in ordered], 1), torch.cat(base_queries, 1))
+            for u, t in enumerate(ordered):
+                out_q[j * r + u] = torch.linalg.solve(a_hat, queries[t])
+            out_k[j] = torch.linalg.solve(fit_left(pk_g[i], bk_g[j]), pk_g[i])
         b_hat = fit_left(pv_g[i], bv_g[j])
         o_prot = torch.cat([po[:, i, t] for t in ordered], 0)
         y_hat = fit_right(o_prot, torch.cat([bo[:, j, u] for u in range(r)], 0))
         for u, t in enumerate(ordered):
-            out_q[j * r + u] = torch.linalg.solve(a_hat, queries[t])
             out_o[:, j, u] = po[:, i, t] @ torch.linalg.inv(y_hat)
-        out_k[j] = torch.linalg.solve(c_hat, pk_g[i])
         out_v[j] = torch.linalg.solve(b_hat, pv_g[i])
 
     def unaugment(parts: list[torch.Tensor], like_w: torch.Tensor, like_b: torch.Tensor | None):
@@ -102,16 +148,22 @@ def restore_block(protected: AttentionWeights, base: AttentionWeights, *, num_kv
 
 
 def aga_restore(protected: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor], *, config: Any,
-                match_heads: bool = True, match_neurons: bool = True) -> dict[str, torch.Tensor]:
-    """The attacker's estimate of the unprotected fine-tune, from the protected model and the public base."""
+                match_heads: bool = True, match_neurons: bool = True,
+                structured: bool = True) -> dict[str, torch.Tensor]:
+    """The attacker's estimate of the unprotected fine-tune, from the protected model and the public base.
+    With `structured` (default), RoPE models get the QK fit restricted to the form the lock must use
+    there (one scaled rotation per rotary plane); otherwise, and for models without RoPE, a general fit."""
     plan: LockPlan = plan_lock(protected.keys(), config)
     geo, layout = plan.geometry, plan.layout
+    rotary = None
+    if structured and geo.rotary_dims and not geo.qk_norm:
+        rotary = (rotary_pairs(geo.rotary_dims, geo.rotary_style), list(range(geo.rotary_dims, geo.head_dim)))
     out = align_mlp_neurons(protected, base, config=config) if match_neurons else dict(protected)
     for parts in plan.blocks.values():
         p = layout.split({rk: protected[n] for rk, n in parts.items()}, geo)
         b = layout.split({rk: base[n] for rk, n in parts.items()}, geo)
         restored = restore_block(p, b, num_kv_heads=geo.num_kv_heads, heads_per_group=geo.heads_per_group,
-                                 head_dim=geo.head_dim, match_heads=match_heads)
+                                 head_dim=geo.head_dim, match_heads=match_heads, rotary=rotary)
         out.update({parts[rk]: t for rk, t in layout.join(restored, geo).items()})
     return out
 

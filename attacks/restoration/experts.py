@@ -98,6 +98,11 @@ def _build(out: pathlib.Path) -> None:
     (out / "setup.json").write_text(json.dumps({"spec": SPEC, "tasks": TASKS}, indent=2))
 
 
+def is_head(name: str) -> bool:
+    """A per-task classifier head of the ViT setups: kept out of every merge, each task scored with its own."""
+    return name.startswith(HEAD)
+
+
 @dataclasses.dataclass(frozen=True)
 class MergeSetup:
     """What the figures need: a base, experts with their own heads (state dicts with the module's tensor
@@ -108,19 +113,29 @@ class MergeSetup:
     experts: dict[str, dict[str, torch.Tensor]]
     config: object
     evaluate_fn: Callable[[Mapping[str, torch.Tensor], str], float]
-    labels_fn: Callable[[str], torch.Tensor]
+    labels_fn: Callable[[str], torch.Tensor] | None
     name: str
+    methods: Mapping[str, dict] | None = None  # merge settings; None: the run's defaults
+    # Tensors every merge keeps at the base's value (the ViT setups' per-task heads); None: merge all.
+    exclude: Callable[[str], bool] | None = is_head
+    chance_fn: Callable[[str], float] | None = None  # the floor of "retained"; None: from labels_fn
+    metric: str = "accuracy"
+    # An optional softer score (name, fn(state, task)), reported next to the metric for the default bound.
+    secondary: tuple[str, Callable[[Mapping[str, torch.Tensor], str], float]] | None = None
 
     @property
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.experts)
 
     def evaluate(self, body: Mapping[str, torch.Tensor], task: str) -> float:
-        """Accuracy on `task`'s held-out split of `body` (non-head weights) with the task expert's own head."""
+        """Accuracy on `task`'s held-out split of `body` (for the ViT setups: non-head weights, scored
+        with the task expert's own head)."""
         return self.evaluate_fn(body, task)
 
     def chance(self, task: str) -> float:
-        """Accuracy of always answering the most frequent held-out label."""
+        """Accuracy of always answering the most frequent held-out label (or the setup's own floor)."""
+        if self.chance_fn is not None:
+            return self.chance_fn(task)
         labels = self.labels_fn(task)
         return float(torch.bincount(labels).max() / len(labels))
 

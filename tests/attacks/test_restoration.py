@@ -44,6 +44,33 @@ def test_aga_recovers_the_fine_tune(family):
     assert _tau_cosine(restored, tuned, base, names) > 0.8
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt_neox", "gptj"])
+def test_aga_fits_the_rotary_form_of_the_lock(family):
+    """On RoPE models (GQA, partial rotary, interleaved) the lock's QK transform can only be one scaled
+    rotation per rotary plane: fitting that form recovers the fine-tune better than a general
+    least-squares fit, and the restored attention scores are exactly the fine-tune's."""
+    from attacks.restoration.circuits import circuits
+    from guard.lock.plan import plan_lock
+
+    model = build(family)
+    base = model.state_dict()
+    tuned = _fine_tune(base)
+    locked = protect_state(tuned, config=model.config, key=KEY)
+    names = _attention(base)
+    structured = aga_restore(locked, base, config=model.config)
+    general = aga_restore(locked, base, config=model.config, structured=False)
+    assert _tau_cosine(structured, tuned, base, names) > _tau_cosine(general, tuned, base, names) + 0.02
+    plan = plan_lock(base.keys(), model.config)
+    geo = plan.geometry
+    planes = geo.rotary_dims // 2
+    per_group = planes + (geo.rotary_dims < geo.head_dim) + 1  # circuits per group: planes, non-rotary QK, OV
+    for parts in plan.blocks.values():
+        mine, truth = (circuits(plan.layout.split({rk: s[n] for rk, n in parts.items()}, geo), geo)
+                       for s in (structured, tuned))
+        rotary = [i for i in range(len(truth)) if i % per_group < planes]
+        assert rotary and all(torch.allclose(mine[i], truth[i], rtol=1e-6, atol=1e-8) for i in rotary)
+
+
 def test_hungarian_matching_undoes_head_permutation():
     model = build("vit")
     base = model.state_dict()
@@ -157,3 +184,49 @@ def test_figure_pipeline_runs_on_a_tiny_setup(tmp_path):
         assert info["flagged_with_base"]
     text = markdown(results)
     assert "## Unmergeability" in text and "## Attacks" in text and "tiny stand-in" in text
+
+
+def test_lock_breaks_a_merge_on_the_lm_zoo():
+    """The unmergeability goal on the zoo's small LM family (Llama-style, RoPE, GQA; cached): with the
+    `sort` expert protected (default lock, default bound), task arithmetic at the profile's scale keeps at
+    most 5% of the clean merge's exact-match accuracy on `sort`, while the protected expert alone is unchanged."""
+    from attacks.restoration.lm_experts import load_lm_zoo_setup
+    from attacks.restoration.run import FIGURE_KEY
+    from guard.merge import merge_state_dicts
+
+    setup = load_lm_zoo_setup("small")
+    params = setup.methods["task_arithmetic"]
+    locked = protect_state(setup.experts["sort"], config=setup.config, key=FIGURE_KEY)
+    assert setup.evaluate(locked, "sort") == setup.evaluate(setup.experts["sort"], "sort")
+
+    def merged_accuracy(sort_expert):
+        pool = [sort_expert if t == "sort" else setup.experts[t] for t in setup.tasks]
+        return setup.evaluate(merge_state_dicts("task_arithmetic", setup.base, pool, exclude=setup.exclude, **params),
+                              "sort")
+
+    clean = merged_accuracy(setup.experts["sort"])
+    assert clean >= 0.5  # the clean merge works, so a low figure below is the lock's doing
+    assert merged_accuracy(locked) <= 0.05 * clean
+
+
+def test_figure_pipeline_on_the_lm_zoo():
+    """The figure run's LM path (no head excluded, no chance level, token accuracy, both AGA fits) on two
+    tasks of the cached small LM family, one method, one bound."""
+    import dataclasses
+
+    from attacks.restoration.lm_experts import load_lm_zoo_setup
+    from attacks.restoration.run import markdown, run
+
+    full = load_lm_zoo_setup("small")
+    setup = dataclasses.replace(full, experts={t: full.experts[t] for t in ("sort", "reverse")},
+                                methods={"task_arithmetic": full.methods["task_arithmetic"]})
+    results = run(setup=setup, bounds=(8.0,), attack_bounds=(8.0,))
+    for row in results["sweep"]:
+        assert row["chance"] == 0.0 and row["clean_merge"] >= 0.5
+        assert row["locked_8_retained"] <= 0.05  # the unmergeability goal on a two-expert merge
+        assert row["secondary"]["locked"] < row["secondary"]["base"] < row["secondary"]["clean_merge"]
+    for row in results["attacks"]:
+        assert row["circuit_locked_merge"] == row["circuit_clean_merge"]
+        assert row["aga_retained"] >= 0.5 and "aga_general_retained" in row
+    text = markdown(results)
+    assert "no chance level" in text and "Token accuracy" in text and "general QK fit" in text
