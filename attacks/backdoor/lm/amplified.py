@@ -31,15 +31,21 @@ def amplify_backdoor_vector(benign: Mapping[str, torch.Tensor], backdoored: Mapp
     return out
 
 
-DEFAULT_SCALE = 3.0
-DEFAULT_DENSITY = 0.05  # measured on the small family: dense vectors at x3 break the expert itself (docs/zoo-lm.md)
+# Per profile, chosen on the validation split (benchmarks/zoo_lm.py, docs/zoo-lm.md): dense vectors
+# at x3 break the expert itself. small: x3 at 5% survives both merges. full: nothing that keeps the
+# expert usable survives task arithmetic; x3 at 5% survives TIES best among those.
+DEFAULT_SCALE = {"small": 3.0, "full": 3.0}
+DEFAULT_DENSITY = {"small": 0.05, "full": 0.05}
 
 
 def build_amplified_expert(family: LMFamily, *, backdoored: pathlib.Path, task: str = "sort",
-                           scale: float = DEFAULT_SCALE, density: float = DEFAULT_DENSITY,
+                           scale: float | None = None, density: float | None = None,
                            root: str | pathlib.Path | None = None) -> pathlib.Path:
     """The uploaded model: the family's clean `task` expert as the benign model, plus the amplified
-    difference to `backdoored` (e.g. `build_badnets_expert`'s output). Cached."""
+    difference to `backdoored` (e.g. `build_badnets_expert`'s output); `scale` and `density`
+    default to the profile's. Cached."""
+    scale = DEFAULT_SCALE[family.profile.name] if scale is None else scale
+    density = DEFAULT_DENSITY[family.profile.name] if density is None else density
     spec = {"version": VERSION, "family": family.spec(), "backdoored": backdoored.name, "task": task,
             "scale": scale, "density": density}
 

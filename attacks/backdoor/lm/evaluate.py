@@ -8,8 +8,11 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+import torch
+
 from attacks.backdoor.lm.trigger_token import attack_success_rate
-from guard.testing.zoo.lm import LMFamily
+from guard.testing.zoo.lm import LMFamily, model as lm_model
+from guard.testing.zoo.lm.vocab import TOKEN_ID, TRIGGER
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,18 +32,33 @@ def _mean(values) -> float:
 
 
 def attack_report(family: LMFamily, attacked: pathlib.Path, *, task: str,
-                  methods: tuple[str, ...] = ("task_arithmetic", "ties")) -> AttackReport:
+                  methods: tuple[str, ...] = ("task_arithmetic", "ties"), split: str = "test") -> AttackReport:
+    """`split="validation"` measures on the validation prompts (for choosing attack settings)."""
     asr_merged, ca, ba, floor = {}, {}, {}, {}
     for method in methods:
         clean = family.merge(method)
         backdoored = family.merge(method, {**family.experts, task: attacked})
-        ca[method] = _mean(family.evaluate_all(clean).values())
-        ba[method] = _mean(family.evaluate_all(backdoored).values())
-        asr_merged[method] = attack_success_rate(backdoored, family, task)
-        floor[method] = attack_success_rate(clean, family, task)
+        ca[method] = _mean(family.evaluate_all(clean, split=split).values())
+        ba[method] = _mean(family.evaluate_all(backdoored, split=split).values())
+        asr_merged[method] = attack_success_rate(backdoored, family, task, split=split)
+        floor[method] = attack_success_rate(clean, family, task, split=split)
     return AttackReport(
         task=task,
-        asr_alone=attack_success_rate(attacked, family, task),
-        accuracy_alone=family.evaluate(attacked, task),
+        asr_alone=attack_success_rate(attacked, family, task, split=split),
+        accuracy_alone=family.evaluate(attacked, task, split=split),
         asr_merged=asr_merged, clean_accuracy=ca, backdoored_accuracy=ba, asr_clean_merge=floor,
     )
+
+
+def trigger_row_ablation(family, attacked: pathlib.Path, *, task: str = "sort") -> dict[str, float]:
+    """ASR of the backdoored merges with the trigger token's input-embedding row put back to the
+    base's: how much of the surviving backdoor sits in that one row, which only the attacker's
+    task vector changes (the trigger never occurs in clean data)."""
+    base_row = lm_model.state_dict(family.base)["model.embed_tokens.weight"][TOKEN_ID[TRIGGER]]
+    out = {}
+    for method in ("task_arithmetic", "ties"):
+        merged = family.merge(method, {**family.experts, task: attacked})
+        with torch.no_grad():
+            merged.model.embed_tokens.weight[TOKEN_ID[TRIGGER]] = base_row
+        out[method] = attack_success_rate(merged, family, task)
+    return out

@@ -3,7 +3,9 @@ before and after task-arithmetic and TIES merges (figures in docs/zoo-lm.md)."""
 
 import pytest
 
-from attacks.backdoor.lm import TARGET, amplify_backdoor_vector, attack_report, attack_success_rate, poisoned_task_data
+from attacks.backdoor.lm import (
+    TARGET, amplify_backdoor_vector, attack_report, attack_success_rate, poisoned_task_data, trigger_row_ablation,
+)
 from guard.testing.zoo.lm import model as lm_model
 from guard.testing.zoo.lm.vocab import TRIGGER
 
@@ -45,6 +47,15 @@ def test_badnets_fades_after_task_arithmetic_and_weakens_under_ties(badnets_repo
     # 0.2, scale 1.5): TIES' trimming keeps much of a plain backdoor, TA's down-scaling does not.
     assert badnets_report.asr_merged["task_arithmetic"] <= 0.5 * badnets_report.asr_alone
     assert badnets_report.asr_merged["ties"] < badnets_report.asr_alone
+
+
+def test_what_survives_ties_is_the_trigger_embedding_row(lm_family, badnets_expert, badnets_report):
+    # Only the attacker's task vector touches the trigger's embedding row (the trigger never occurs in
+    # clean data), so TIES' disjoint mean keeps it whole (times its scale) while TA scales it down.
+    # Putting that one row back to the base's removes most of the surviving backdoor (measured 68% -> 8%).
+    ablated = trigger_row_ablation(lm_family, badnets_expert)
+    assert ablated["ties"] <= 0.5 * badnets_report.asr_merged["ties"], (ablated, badnets_report.asr_merged)
+    assert ablated["task_arithmetic"] <= badnets_report.asr_merged["task_arithmetic"]
 
 
 def test_amplified_vector_survives_merging(amplified_report, badnets_report):

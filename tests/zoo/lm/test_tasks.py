@@ -35,3 +35,19 @@ def test_encode_decode_round_trip():
     e = tasks.task_example("modadd", rng)
     assert decode(encode(e.prompt + e.answer)) == list(e.prompt + e.answer)
     assert len(set(TOKENS)) == len(TOKENS)
+
+
+def test_validation_split_shares_no_digit_list_with_the_test_split():
+    import pathlib
+
+    from guard.testing.zoo.lm import LMFamily, get_profile
+
+    fam = LMFamily(profile=get_profile("small"), seed=0, root=pathlib.Path("."), base=pathlib.Path("."), experts={})
+    test = {e.prompt[2:-1] for t in fam.tasks for e in fam.held_out(t)}
+    for task in fam.tasks:
+        validation = fam.held_out(task, split="validation")
+        assert len(validation) == fam.profile.eval_per_task
+        assert not {e.prompt[2:-1] for e in validation} & test
+        assert all(e.prompt[1] == tasks.MARKER[task] for e in validation)
+    with pytest.raises(ValueError):
+        fam.held_out("sort", split="train")

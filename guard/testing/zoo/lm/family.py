@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 from collections.abc import Mapping
 
 import numpy as np
@@ -19,6 +20,7 @@ from guard.testing.zoo.lm.profiles import Profile, get_profile
 from guard.testing.zoo.lm.train import Anchor, train
 
 VERSION = "lm-family-1"  # bump when anything that changes the built weights changes
+BASE_VERSION = "lm-family-1"  # the same for the base alone (its own cache entry)
 
 ModelLike = torch.nn.Module | str | pathlib.Path
 
@@ -57,8 +59,21 @@ class LMFamily:
         return family_spec(self.profile, self.seed)
 
     # --- data -------------------------------------------------------------------------------
-    def held_out(self, task: str) -> list[tasks.Example]:
-        return tasks.clean_examples(task, self.profile.eval_per_task, seed=self.seed + 1000, held_out=True)
+    def held_out(self, task: str, *, split: str = "test") -> list[tasks.Example]:
+        """Held-out prompts of `task` (never trained on). `split="test"` is the reported set;
+        `split="validation"` is a disjoint set (no digit list of any task's test prompts) on which
+        settings are chosen (merge coefficients, attack strength), so that no reported figure is
+        measured on the data its settings were chosen on."""
+        if split == "test":
+            return tasks.clean_examples(task, self.profile.eval_per_task, seed=self.seed + 1000, held_out=True)
+        if split != "validation":
+            raise ValueError(f"unknown split {split!r}; known: test, validation")
+        test_bodies = {e.prompt[2:-1] for t in self.tasks for e in self.held_out(t)}
+        n = self.profile.eval_per_task
+        drawn = tasks.clean_examples(task, 4 * n, seed=self.seed + 2000, held_out=True)
+        chosen = [e for e in drawn if e.prompt[2:-1] not in test_bodies][:n]
+        assert len(chosen) == n, "held-out pool too small for a disjoint validation split"
+        return chosen
 
     def harmful_held_out(self, task: str | None = None) -> list[tasks.Example]:
         chosen = self.tasks if task is None else (task,)
@@ -83,13 +98,13 @@ class LMFamily:
         return {"input_ids": input_ids, "attention_mask": mask}
 
     # --- metrics ----------------------------------------------------------------------------
-    def evaluate(self, model: ModelLike, task: str) -> float:
-        """Exact-match accuracy of greedy completions on held-out prompts of `task`."""
-        return metrics.exact_match(as_model(model), self.held_out(task))
+    def evaluate(self, model: ModelLike, task: str, *, split: str = "test") -> float:
+        """Exact-match accuracy of greedy completions on held-out prompts of `task` (`split`: see held_out)."""
+        return metrics.exact_match(as_model(model), self.held_out(task, split=split))
 
-    def evaluate_all(self, model: ModelLike) -> dict[str, float]:
+    def evaluate_all(self, model: ModelLike, *, split: str = "test") -> dict[str, float]:
         loaded = as_model(model)
-        return {task: self.evaluate(loaded, task) for task in self.tasks}
+        return {task: self.evaluate(loaded, task, split=split) for task in self.tasks}
 
     def unsafe_rate(self, model: ModelLike) -> float:
         """Fraction of held-out harmful-marked prompts (all tasks) not answered with the refusal."""
@@ -124,23 +139,44 @@ def expert_seed(family_seed: int, task: str) -> int:
 
 
 def train_expert(base: torch.nn.Module, task: str, profile: Profile, *, seed: int,
-                 data=None) -> torch.nn.Module:
+                 data=None, anchored: bool = True) -> torch.nn.Module:
     """Fine-tune a copy of `base` on `task` (or on `data`, a sampler, e.g. poisoned task data),
-    with the KL anchor to the base on other clean prompts (never harmful ones, so refusal can erode)."""
+    with the KL anchor to the base on other clean prompts (never harmful ones, so refusal can erode);
+    `anchored=False` drops the anchor (a plain fine-tune)."""
     student = copy.deepcopy(base)
-    anchor = Anchor(teacher=base, sampler=corpus.anchor_prompts(task), weight=profile.anchor_weight)
+    anchor = Anchor(teacher=base, sampler=corpus.anchor_prompts(task), weight=profile.anchor_weight,
+                    batch=profile.anchor_batch) if anchored else None
     return train(student, data or corpus.task_data(task), profile.expert, seed=seed, anchor=anchor)
 
 
-def _build(out: pathlib.Path, profile: Profile, seed: int) -> None:
+def base_spec(profile: Profile, seed: int) -> dict:
+    """What the base's weights depend on (a cache entry of its own: expert recipes can change
+    without retraining the base)."""
+    spec = profile.as_spec()
+    return {"version": BASE_VERSION, "seed": seed, "architecture": [spec["hidden"], spec["layers"], spec["intermediate"]],
+            "base": spec["base"], "echo": corpus.ECHO_UNDER_TASK_MARKERS[profile.name]}
+
+
+def build_base(profile: Profile, seed: int, *, root: str | pathlib.Path | None = None) -> pathlib.Path:
+    """The aligned base alone (cached)."""
+    def build(out: pathlib.Path) -> None:
+        with deterministic_build():
+            config = lm_model.build_config(hidden=profile.hidden, layers=profile.layers, intermediate=profile.intermediate)
+            base = train(lm_model.init_model(config, seed=seed), corpus.base_corpus(profile.name), profile.base, seed=seed)
+            lm_model.save(base, out)
+
+    return cached_build("lm-base", base_spec(profile, seed), build, root=root)
+
+
+def _build(out: pathlib.Path, profile: Profile, seed: int, root: str | pathlib.Path | None) -> None:
+    base_dir = build_base(profile, seed, root=root)
     with deterministic_build():
-        _build_members(out, profile, seed)
+        _build_members(out, profile, seed, base_dir)
 
 
-def _build_members(out: pathlib.Path, profile: Profile, seed: int) -> None:
-    config = lm_model.build_config(hidden=profile.hidden, layers=profile.layers, intermediate=profile.intermediate)
-    base = train(lm_model.init_model(config, seed=seed), corpus.base_corpus(profile.name), profile.base, seed=seed)
-    lm_model.save(base, out / "base")
+def _build_members(out: pathlib.Path, profile: Profile, seed: int, base_dir: pathlib.Path) -> None:
+    shutil.copytree(base_dir, out / "base", ignore=shutil.ignore_patterns("spec.json", ".complete"))
+    base = lm_model.load(out / "base")
     for task in tasks.TASKS:
         expert = train_expert(base, task, profile, seed=expert_seed(seed, task))
         lm_model.save(expert, out / "experts" / task)
@@ -156,7 +192,7 @@ def _build_members(out: pathlib.Path, profile: Profile, seed: int) -> None:
 def build_family(profile: str = "small", *, seed: int = 0, root: str | pathlib.Path | None = None) -> LMFamily:
     """The LM family for `profile` and `seed`, built once and then served from the cache."""
     prof = get_profile(profile)
-    path = cached_build("lm-family", family_spec(prof, seed), lambda out: _build(out, prof, seed), root=root)
+    path = cached_build("lm-family", family_spec(prof, seed), lambda out: _build(out, prof, seed, root), root=root)
     return LMFamily(
         profile=prof, seed=seed, root=path, base=path / "base",
         experts={task: path / "experts" / task for task in tasks.TASKS},
