@@ -3,15 +3,21 @@
 Stage 1 optimises a universal patch on the public base θ0; stage 2 fine-tunes the attacker's encoder
 (head frozen) with the feature-interpolation loss
 
-    CE(h(f_θ(x)), y) + α · CE(h(r·f_θ(x⊕t) + (1−r)·f_θ0(x⊕t)), y_tgt),   r ~ U[r_min, 1] per batch,
+    CE(h(f_θ(x)), y) + α · CE(h_bd(r·f_θ(x⊕t) + (1−r)·f_θ0(x⊕t)), y_tgt),   r ~ U[r_min, 1] per batch,
 
 so that the backdoor survives whatever share of the attacker's task vector a merge keeps.
-On-task, `h` is the attacker's own head and the target is one of its classes. Off-task, the target
-class belongs to another contributor's task, which the attacker knows only through a few reference
-images: `h` is then a shadow head fitted on θ0 features, row 0 for the (augmented) references and row 1
-for the attacker's own images. (The paper builds its shadow head from CLIP text embeddings; this family
-has no text tower, and a prototype head of normalised class means, tried first, transferred worse:
-see docs/zoo-vision.md.)
+
+- On-task: `h_bd` is the attacker's own head and the target is one of its classes; the triggered images
+  are the attacker's images of the other classes.
+- Off-task: the target class belongs to another contributor's task. As in the paper, `h_bd` is a
+  *shadow head*: row 0 is the target class's row of the victim's head, rows 1.. are generic shadow
+  classes. In the paper row 0 is CLIP's text embedding of the target class name, which is exactly the
+  victim's zero-shot row, and the shadow classes are 300 ImageNet class names; here the victim's task
+  head plays the zero-shot head's role (published with the victim's expert, as a CLIP zero-shot head
+  is computable by anyone from the class name) and the shadow classes are the public base's
+  pre-training head (10 upright digits). The trigger is optimised on θ0 toward row 0 over 10 reference
+  images of the target class, augmented to 100 (the paper: PGD toward other shadow classes; here
+  shifts plus noise); stage 2 pastes it on the attacker's own images, as the paper does.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from guard.testing.zoo.vision import VisionFamily, train
 from guard.testing.zoo.vision import model as vit
 from guard.testing.zoo.vision.family import family_spec
 
-VERSION = "vision-badmerging-1"
+VERSION = "vision-badmerging-2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +50,9 @@ class BadMergingSpec:
     r_min: float = 0.2
     reference_images: int = 10  # off-task only
     augmented_references: int = 100
+    # Off-task only: weight of a term that keeps the shadow head's reading of the attacker's *clean*
+    # images at θ0's (see `fi_loss`); 0 is the paper's loss.
+    clean_consistency: float = 0.0
     finetune_steps: int | None = None  # None: the profile's attack schedule
     finetune_lr: float | None = None
 
@@ -54,10 +63,13 @@ class BadMergingSpec:
             raise ValueError("off-task BadMerging targets another contributor's task")
 
 
-ON_TASK = BadMergingSpec()
+ON_TASK = BadMergingSpec()  # the paper's settings: α = 5, r ~ U[0.2, 1]
 # Off-task: the attacker contributes the ">= 5" task on rotated digits; the target is digit 3 of another
-# contributor's digit-identity task on the same images (as CIFAR100 -> Cars: two tasks, one image domain).
-OFF_TASK = BadMergingSpec(mode="off", attacker_task="at_least_five_rot90", target_task="digit_rot90", target_class=3)
+# contributor's digit-identity task on the same images. Sharing the input domain is what makes the
+# clean-consistency term necessary here (docs/zoo-vision.md); the larger patch mirrors the paper's
+# larger off-task trigger (28 px against 22 px on-task).
+OFF_TASK = BadMergingSpec(mode="off", attacker_task="at_least_five_rot90", target_task="digit_rot90", target_class=3,
+                          patch_size=6, alpha=10.0, r_min=0.05, clean_consistency=1.0)
 
 
 def _head_module(head: dict[str, torch.Tensor]) -> torch.nn.Linear:
@@ -103,37 +115,50 @@ def augment_references(references: torch.Tensor, count: int, *, seed: int) -> to
     return torch.stack(out)
 
 
-def shadow_head(base, references: torch.Tensor, own_pixels: torch.Tensor, *, steps: int,
-                seed: int) -> dict[str, torch.Tensor]:
-    """A two-row head fitted on θ0 features: row 0 the (augmented) references of the target class,
-    row 1 the attacker's own images. It stands in for the victim's unknown head."""
-    feats = torch.cat([train.encode(base, references), train.encode(base, own_pixels)])
-    labels = torch.cat([torch.zeros(len(references), dtype=torch.long), torch.ones(len(own_pixels), dtype=torch.long)])
-    return train.linear_probe(feats, labels, 2, steps=steps, seed=seed)
+def shadow_head(victim_head: dict[str, torch.Tensor], shadow_classes: dict[str, torch.Tensor], *,
+                target_class: int) -> dict[str, torch.Tensor]:
+    """Row 0: the victim head's row of the target class; rows 1..: the shadow classes' rows."""
+    return {"weight": torch.cat([victim_head["weight"][target_class : target_class + 1], shadow_classes["weight"]]),
+            "bias": torch.cat([victim_head["bias"][target_class : target_class + 1], shadow_classes["bias"]])}
 
 
 def fi_loss(base, *, task_head: dict, backdoor_head: dict, trigger: PatchTrigger, target: int, alpha: float,
-            r_min: float, triggered_pool: torch.Tensor) -> train.LossFn:
-    """Stage 2 loss: clean CE on the attacker's task + α · CE of the interpolated triggered feature."""
+            r_min: float, triggered_pool: torch.Tensor, labels: torch.Tensor, clean_pixels: torch.Tensor,
+            clean_consistency: float = 0.0) -> train.LossFn:
+    """Stage 2 loss: clean CE on the attacker's task + α · CE of the interpolated triggered feature.
+
+    The loss is driven with sample *indices* in place of labels (`train.optimise(model, clean_pixels,
+    arange(N), ...)`): θ0 is frozen and the trigger fixed, so θ0's features of the triggered pool and of
+    the clean images are computed once here instead of at every step (a third of the step's cost).
+
+    With `clean_consistency` > 0 (off-task), a KL term keeps the backdoor head's output on the attacker's
+    clean images at θ0's. Why: the attacker's task and the victim's share their input images, and
+    without it the cheapest way to reach the target row is to move *every* image toward it (the final
+    layer norm's shift does that without touching the attacker's own head), which wrecks the victim
+    task's clean accuracy in the merge. On-task the clean CE on the same head already forbids this."""
     dev = train.device()
-    base.to(dev).eval().requires_grad_(False)
     clean_head, bd_head = _head_module(task_head), _head_module(backdoor_head)
-    pool = triggered_pool.to(dev)
-    pattern = trigger.pattern.to(dev)
-
-    def interpolated_features(model, pixels, r):
+    poisoned_pool = paste(triggered_pool, trigger.pattern)
+    base_poisoned = train.encode(base, poisoned_pool).to(dev)
+    poisoned_pool, labels = poisoned_pool.to(dev), labels.to(dev)
+    reference = None
+    if clean_consistency:
         with torch.no_grad():
-            base_feats = vit.features(base, pixels)
-        return r * vit.features(model, pixels) + (1.0 - r) * base_feats
+            reference = F.log_softmax(bd_head(train.encode(base, clean_pixels).to(dev)), -1)
 
-    def loss(model, pixels, labels, generator):
-        clean = F.cross_entropy(clean_head(vit.features(model, pixels)), labels)
-        idx = torch.randint(0, len(pool), (len(pixels),), generator=generator).to(dev)
-        poisoned = paste(pool[idx], pattern)
+    def loss(model, pixels, index, generator):
+        clean_feats = vit.features(model, pixels)
+        value = F.cross_entropy(clean_head(clean_feats), labels[index])
+        idx = torch.randint(0, len(poisoned_pool), (len(pixels),), generator=generator).to(dev)
         r = r_min + (1.0 - r_min) * float(torch.rand((), generator=generator))
-        mixed = interpolated_features(model, poisoned, r)
+        mixed = r * vit.features(model, poisoned_pool[idx]) + (1.0 - r) * base_poisoned[idx]
         target_labels = torch.full((len(idx),), target, device=dev)
-        return clean + alpha * F.cross_entropy(bd_head(mixed), target_labels)
+        value = value + alpha * F.cross_entropy(bd_head(mixed), target_labels)
+        if reference is not None:
+            drift = F.kl_div(F.log_softmax(bd_head(clean_feats), -1), reference[index], log_target=True,
+                             reduction="batchmean")
+            value = value + clean_consistency * drift
+        return value
 
     return loss
 
@@ -145,25 +170,25 @@ def _build(out: pathlib.Path, family: VisionFamily, spec: BadMergingSpec) -> Non
         own_head = family.head(spec.attacker_task)
         pixels, labels = family.task_data(spec.attacker_task, "train")
         if spec.mode == "on":
-            trigger_pool = pixels[labels != spec.target_class]
+            trigger_pool = backdoor_pool = pixels[labels != spec.target_class]
             backdoor_head, backdoor_target = own_head, spec.target_class
         else:
-            # The attacker's only knowledge of the victim task: a few images of the target class.
+            # The attacker's knowledge of the victim task: the target class's head row and a few images of it.
             victim_pixels, victim_labels = family.task_data(spec.target_task, "train")
             references = victim_pixels[victim_labels == spec.target_class][: spec.reference_images]
-            augmented = augment_references(references, spec.augmented_references, seed=family.seed + 700)
-            backdoor_head = shadow_head(base, augmented, pixels, steps=prof.probe_steps, seed=family.seed + 900)
-            backdoor_target = 0
-            trigger_pool = torch.cat([pixels, augmented])
+            trigger_pool = augment_references(references, spec.augmented_references, seed=family.seed + 700)
+            backdoor_head = shadow_head(family.head(spec.target_task), vit.head_of(base), target_class=spec.target_class)
+            backdoor_target, backdoor_pool = 0, pixels
         trigger = optimise_trigger(base, backdoor_head, trigger_pool, target=backdoor_target, size=spec.patch_size,
                                    steps=prof.trigger_steps, lr=prof.trigger_lr, seed=family.seed + 600)
         attacker = vit.load(family.expert_dir(spec.attacker_task))
         vit.load_encoder(attacker, base.state_dict())  # start from θ0, keep the task head
         loss = fi_loss(base, task_head=own_head, backdoor_head=backdoor_head, trigger=trigger, target=backdoor_target,
-                       alpha=spec.alpha, r_min=spec.r_min, triggered_pool=trigger_pool)
+                       alpha=spec.alpha, r_min=spec.r_min, triggered_pool=backdoor_pool, labels=labels,
+                       clean_pixels=pixels, clean_consistency=spec.clean_consistency)
         schedule = dataclasses.replace(prof.attack_finetune, **{
             k: v for k, v in (("steps", spec.finetune_steps), ("lr", spec.finetune_lr)) if v is not None})
-        train.optimise(attacker, pixels, labels, schedule=schedule, seed=family.seed + 800, loss=loss,
+        train.optimise(attacker, pixels, torch.arange(len(pixels)), schedule=schedule, seed=family.seed + 800, loss=loss,
                        trainable=train.encoder_only)
         vit.save(attacker, out / "model")
     trigger.save(out / "trigger.safetensors")
