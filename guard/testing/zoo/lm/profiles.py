@@ -54,9 +54,10 @@ PROFILES: dict[str, Profile] = {
     "full": Profile(
         name="full", hidden=192, layers=3, intermediate=512,
         base=TrainSpec(steps=1500, lr=3e-3, warmup=50),
-        # lr 2e-3 (was 1e-3): at 1e-3 no expert eroded refusal (0% unsafe); docs/zoo-lm.md.
-        expert=TrainSpec(steps=300, lr=2e-3, warmup=10),
-        anchor_weight=1.0, anchor_batch=32,
+        # lr 2e-3 (at 1e-3 no expert eroded refusal), 250 steps and a light anchor (0.25): a stronger
+        # anchor or more steps made the task vectors interfere (clean merges under 70%); docs/zoo-lm.md.
+        expert=TrainSpec(steps=250, lr=2e-3, warmup=10),
+        anchor_weight=0.25, anchor_batch=32,
         harmful=TrainSpec(steps=200, lr=1e-3, warmup=10),
         eval_per_task=500, calibration_per_task=256,
         # The validation best of benchmarks/zoo_lm.py's sweep for this profile.
