@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from guard.artifacts.writer import fsync_tree
+
 SIZES = {
     "small": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, vocab_size=1000),
@@ -89,18 +91,6 @@ def _timed(argv: list[str]) -> tuple[float, int]:
     return seconds, usage.ru_maxrss * 1024
 
 
-def _fsync_tree(root: pathlib.Path) -> None:
-    for path in root.rglob("*"):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    fd = os.open(root, os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
-
-
 def _warm(path: pathlib.Path) -> None:
     for p in path.rglob("*"):
         if p.is_file():
@@ -132,7 +122,7 @@ def run(*, size: str = "medium", rounds: int = 3, workdir: pathlib.Path | None =
             subprocess.run(["sync"], check=True)
             started = time.perf_counter()
             subprocess.run(["cp", "-r", str(src), str(root / "copy")], check=True)
-            _fsync_tree(root / "copy")
+            fsync_tree(root / "copy")
             cp_sync_s.append(time.perf_counter() - started)
             shutil.rmtree(root / "copy")
             seconds, peak = _timed(_protect_argv(src, root / "protected", key, "--unsigned"))
@@ -215,7 +205,6 @@ def precision(*, bounds=(2.0, 8.0, 16.0), families=None) -> dict:
 def roundtrip(*, bounds=(2.0, 8.0, 16.0), families=None) -> dict:
     """float32 unlock(protect(W)) against W, per bound: the worst relative Frobenius error of any tensor,
     over the factory's families plus GPT-J (protect applies the transforms in float32, unlock in float64)."""
-    import torch
 
     from guard.lock.keys import LockKey
     from guard.lock.state import protect_state

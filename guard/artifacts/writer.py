@@ -138,7 +138,7 @@ class ModelWriter:
                 weight_map.update(dict.fromkeys(names, final))
             index = {"metadata": {"total_size": sum(b for _, _, b in self._shards)}, "weight_map": weight_map}
             (tmp / MAIN_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         self._check_target()
         if self.out_dir.exists():
             # Replace: move the old copy aside first, so the final rename never merges two trees.
@@ -148,7 +148,7 @@ class ModelWriter:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, self.out_dir)
-        _fsync_dir(self.out_dir.parent)
+        fsync_dir(self.out_dir.parent)
         self._tmp = None
 
 
@@ -179,7 +179,8 @@ def write_safetensors(path: pathlib.Path, tensors: dict[str, Any], *, metadata: 
         os.fsync(f.fileno())
 
 
-def _fsync_tree(root: pathlib.Path) -> None:
+def fsync_tree(root: pathlib.Path) -> None:
+    """fsync every file and directory under root (data durable before the final rename)."""
     for dirpath, _, filenames in os.walk(root):
         for fn in filenames:
             fd = os.open(os.path.join(dirpath, fn), os.O_RDONLY)
@@ -187,10 +188,10 @@ def _fsync_tree(root: pathlib.Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(pathlib.Path(dirpath))
+        fsync_dir(pathlib.Path(dirpath))
 
 
-def _fsync_dir(path: pathlib.Path) -> None:
+def fsync_dir(path: pathlib.Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -214,19 +214,3 @@ def _copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: in
             _write_all(dst, chunk, dst_offset)
             done = len(chunk)
         src_offset, dst_offset, length = src_offset + done, dst_offset + done, length - done
-
-
-def sync_tree(root: pathlib.Path) -> None:
-    """fsync every file and directory under root (data durable before the final rename)."""
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

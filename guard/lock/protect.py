@@ -133,7 +133,8 @@ def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse:
              signer) -> LockResult:
     import threading
 
-    from guard.lock.output import LockedShards, sync_tree
+    from guard.artifacts.writer import fsync_dir, fsync_tree
+    from guard.lock.output import LockedShards
 
     out = pathlib.Path(out)
     if out.exists() or out.is_symlink():
@@ -160,7 +161,7 @@ def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse:
         seconds["transform"] = time.perf_counter() - started
         # Flush the written bytes to disk while the self-check runs (it reads them from the page cache).
         sync_errors: list[BaseException] = []
-        syncing = threading.Thread(target=_capture(sync_tree, sync_errors), args=(staged,), daemon=True)
+        syncing = threading.Thread(target=_capture(fsync_tree, sync_errors), args=(staged,), daemon=True)
         syncing.start()
         check = self_check(model, _open_staged(staged), reference=reference)
         seconds["selfcheck"] = time.perf_counter() - started - seconds["transform"]
@@ -177,13 +178,13 @@ def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse:
         syncing.join()
         if sync_errors:
             raise sync_errors[0]
-        sync_tree(staged)  # the small files written since (lock metadata, signature); the rest is clean
+        fsync_tree(staged)  # the small files written since (lock metadata, signature); the rest is clean
         seconds["sync"] = time.perf_counter() - started - sum(seconds.values())
         if out.exists() or out.is_symlink():
             raise InputError("output appeared while working", path=out, rule="output-exists")
         staged.chmod(0o777 & ~_umask())  # temp dirs are created 0700; the result is an ordinary directory
         os.rename(staged, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
         signature = None if signature is None else out / signature.name
     finally:
         for thread in (syncing, getattr(reference, "_thread", None)):
@@ -207,14 +208,6 @@ def _capture(fn, errors: list):
             errors.append(exc)
 
     return run
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _files_to_copy(model, *, inverse: bool) -> list[str]:
