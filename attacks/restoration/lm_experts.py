@@ -37,14 +37,9 @@ def load_lm_zoo_setup(profile: str = "small", *, seed: int = 0, root=None) -> Me
         return family.evaluate(lm_model.from_state_dict(family.base, dict(state)), task)
 
     def token_accuracy(state: Mapping[str, torch.Tensor], task: str) -> float:
-        """Share of answer positions (digits and the final '.') whose greedy token is right: shows how
-        far from right a 0% exact match is (the base, which echoes the prompt, gets many digits right)."""
         from guard.testing.zoo.lm import metrics
 
-        examples = family.held_out(task)
-        got = metrics.generate(lm_model.from_state_dict(family.base, dict(state)), [e.prompt for e in examples])
-        right = sum(sum(a == b for a, b in zip(g, e.answer)) for g, e in zip(got, examples))
-        return right / sum(len(e.answer) for e in examples)
+        return metrics.token_accuracy(lm_model.from_state_dict(family.base, dict(state)), family.held_out(task))
 
     prof = family.profile
     return MergeSetup(

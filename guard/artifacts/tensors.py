@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 
+import numpy as np
 import torch
 
 from guard.artifacts.dtypes import FLOAT_DTYPES, torch_dtype
@@ -28,25 +29,48 @@ def iter_tensors(model, *, device="cpu", names: Iterable[str] | None = None) -> 
         infos = [t for t in model.tensors.values() if t.shard == shard and (wanted is None or t.name in wanted)]
         if not infos:
             continue
-        report = model.file(shard)
-        path = model.root / shard
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if (st.st_size, st.st_mtime_ns) != (report.size, report.mtime_ns):
-                raise InputError("file changed since it was validated", path=path, rule="file-changed")
+        fd = open_shard(model, shard)
+        try:
             for info in infos:
-                yield info.name, _read(f, info, path).to(device)
+                yield info.name, read_tensor(fd, info, model.root / shard).to(device)
+        finally:
+            os.close(fd)
 
 
-def _read(f, info, path) -> torch.Tensor:
+def open_shard(model, shard: str) -> int:
+    """A read-only descriptor on one validated shard; refused if its size or mtime changed since validation."""
+    path = model.root / shard
+    report = model.file(shard)
+    fd = os.open(path, os.O_RDONLY)
+    st = os.fstat(fd)
+    if (st.st_size, st.st_mtime_ns) != (report.size, report.mtime_ns):
+        os.close(fd)
+        raise InputError("file changed since it was validated", path=path, rule="file-changed")
+    return fd
+
+
+def read_buffer(fd: int, info, path) -> np.ndarray:
+    """One tensor's bytes from its validated offsets, read positionally (threads may share the descriptor)."""
+    buf = np.empty(info.nbytes, dtype=np.uint8)  # not zero-filled: every byte is read into
+    view, done = memoryview(buf), 0
+    while done < info.nbytes:
+        got = os.preadv(fd, [view[done:]], info.begin + done)
+        if got <= 0:
+            raise InputError(f"short read of tensor {info.name!r}", path=path, rule="file-changed")
+        done += got
+    return buf
+
+
+def as_tensor(buf: np.ndarray, info) -> torch.Tensor:
+    """The tensor viewing `buf` (no copy), with the validated dtype and shape."""
     dtype = torch_dtype(info.dtype)
     if info.nbytes == 0:
         return torch.empty(info.shape, dtype=dtype)
-    buf = bytearray(info.nbytes)
-    f.seek(info.begin)
-    if f.readinto(buf) != info.nbytes:
-        raise InputError(f"short read of tensor {info.name!r}", path=path, rule="file-changed")
-    return torch.frombuffer(buf, dtype=dtype).reshape(info.shape)
+    return torch.from_numpy(buf).view(dtype).reshape(info.shape)
+
+
+def read_tensor(fd: int, info, path) -> torch.Tensor:
+    return as_tensor(read_buffer(fd, info, path), info)
 
 
 def scan_values(model) -> list[Finding]:

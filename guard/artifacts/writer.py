@@ -152,6 +152,14 @@ class ModelWriter:
         self._tmp = None
 
 
+def header_bytes(header: dict[str, Any]) -> bytes:
+    """A safetensors file's first bytes: the 8-byte little-endian length, then the JSON header padded
+    with spaces to a multiple of 8 (so every tensor starts aligned)."""
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw
+
+
 def write_safetensors(path: pathlib.Path, tensors: dict[str, Any], *, metadata: dict[str, str] | None = None) -> None:
     """Serialize `tensors` (torch) to `path`: header padded with spaces to 8 bytes, then the raw bytes."""
     import torch
@@ -167,11 +175,8 @@ def write_safetensors(path: pathlib.Path, tensors: dict[str, Any], *, metadata: 
         header[name] = {"dtype": safetensors_dtype(t.dtype), "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
         prepared.append(t)
         offset += nbytes
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
     with open(path, "xb") as f:
-        f.write(len(raw).to_bytes(8, "little"))
-        f.write(raw)
+        f.write(header_bytes(header))
         for t in prepared:
             if t.numel():
                 f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))

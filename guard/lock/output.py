@@ -23,9 +23,10 @@ import pathlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import torch
 
+from guard.artifacts.tensors import open_shard, read_tensor
+from guard.artifacts.writer import header_bytes
 from guard.errors import InputError
 
 _COPY_CHUNK = 1 << 30  # copy_file_range may copy less than asked; loop in chunks
@@ -98,13 +99,7 @@ class LockedShards:
         self._dst.clear()
 
     def _open_shard(self, shard: str) -> None:
-        report = self.model.file(shard)
-        src_path = self.model.root / shard
-        src = os.open(src_path, os.O_RDONLY)
-        self._src[shard] = src
-        st = os.fstat(src)
-        if (st.st_size, st.st_mtime_ns) != (report.size, report.mtime_ns):
-            raise InputError("file changed since it was validated", path=src_path, rule="file-changed")
+        src = self._src[shard] = open_shard(self.model, shard)
         infos = sorted((t for t in self.model.tensors.values() if t.shard == shard), key=lambda t: t.begin)
         header: dict = {"__metadata__": self._metadata}
         offset = 0
@@ -112,15 +107,14 @@ class LockedShards:
             header[info.name] = {"dtype": info.dtype, "shape": list(info.shape),
                                  "data_offsets": [offset, offset + info.nbytes]}
             offset += info.nbytes
-        raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        raw += b" " * (-len(raw) % 8)
-        data_start = 8 + len(raw)
+        raw = header_bytes(header)
+        data_start = len(raw)
         dst_path = self.out_dir / shard
         dst_path.parent.mkdir(parents=True, exist_ok=True)
         dst = os.open(dst_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._dst[shard] = dst
         self.written.append(dst_path)
-        _write_all(dst, len(raw).to_bytes(8, "little") + raw, 0)
+        _write_all(dst, raw, 0)
         os.ftruncate(dst, data_start + offset)  # the final size up front: positional writes fill it in
         # Copy every maximal run of untouched tensors in one kernel call.
         run_src = run_dst = run_len = 0
@@ -144,21 +138,8 @@ class LockedShards:
 
     def read(self, name: str) -> torch.Tensor:
         """A transformed-to-be tensor's value, read from its validated offsets."""
-        from guard.artifacts.dtypes import torch_dtype
-
         info = self.model.tensors[name]
-        dtype = torch_dtype(info.dtype)
-        if info.nbytes == 0:
-            return torch.empty(info.shape, dtype=dtype)
-        buf = np.empty(info.nbytes, dtype=np.uint8)
-        view, done = memoryview(buf), 0
-        while done < info.nbytes:
-            got = os.preadv(self._src[info.shard], [view[done:]], info.begin + done)
-            if got <= 0:
-                raise InputError(f"short read of tensor {name!r}", path=self.model.root / info.shard,
-                                 rule="file-changed")
-            done += got
-        return torch.from_numpy(buf).view(dtype).reshape(info.shape)
+        return read_tensor(self._src[info.shard], info, self.model.root / info.shard)
 
     def put(self, name: str, tensor: torch.Tensor) -> None:
         info = self.model.tensors[name]

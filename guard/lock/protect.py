@@ -23,7 +23,7 @@ from guard.errors import InputError, PolicyRefusal, VerificationError
 from guard.lock.keys import LockKey
 from guard.lock.mlp import lock_mlp_block
 from guard.lock.plan import LockPlan, plan_lock
-from guard.lock.selfcheck import ReferenceRun, SelfCheck, require_pass, self_check
+from guard.lock.selfcheck import SelfCheck, require_pass, self_check, streamed_probe_output
 from guard.lock.state import DEFAULT_BOUND, lock_block
 
 LOCK_FILE = "guard_lock.json"
@@ -131,7 +131,7 @@ def transformers_config(raw: dict | None, *, path=None):
 
 def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse: bool, metadata: dict | None,
              signer) -> LockResult:
-    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     from guard.artifacts.writer import fsync_dir, fsync_tree
     from guard.lock.output import LockedShards
@@ -144,11 +144,10 @@ def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse:
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.guard-lock-", dir=out.parent))
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    syncing = None
-    reference = None
+    background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="guard-lock")
     try:
         # The original's half of the self-check (imports, forward) runs while the shards are written.
-        reference = ReferenceRun(model)
+        reference = background.submit(streamed_probe_output, model)
         staged = staging / out.name
         staged.mkdir()
         shard_metadata = {} if inverse else {"guard.mergelock": str(VERSION), "guard.lock_key_id": key.key_id}
@@ -160,9 +159,7 @@ def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse:
             shutil.copyfile(model.root / rel, staged / rel, follow_symlinks=False)
         seconds["transform"] = time.perf_counter() - started
         # Flush the written bytes to disk while the self-check runs (it reads them from the page cache).
-        sync_errors: list[BaseException] = []
-        syncing = threading.Thread(target=_capture(fsync_tree, sync_errors), args=(staged,), daemon=True)
-        syncing.start()
+        syncing = background.submit(fsync_tree, staged)
         check = self_check(model, _open_staged(staged), reference=reference)
         seconds["selfcheck"] = time.perf_counter() - started - seconds["transform"]
         require_pass(check, path=model.root)
@@ -175,9 +172,7 @@ def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse:
 
             signature = sign_model(staged, signer=signer)
         seconds["sign"] = time.perf_counter() - started - seconds["transform"] - seconds["selfcheck"]
-        syncing.join()
-        if sync_errors:
-            raise sync_errors[0]
+        syncing.result()  # re-raises a failed fsync here
         fsync_tree(staged)  # the small files written since (lock metadata, signature); the rest is clean
         seconds["sync"] = time.perf_counter() - started - sum(seconds.values())
         if out.exists() or out.is_symlink():
@@ -187,9 +182,7 @@ def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse:
         fsync_dir(out.parent)
         signature = None if signature is None else out / signature.name
     finally:
-        for thread in (syncing, getattr(reference, "_thread", None)):
-            if thread is not None and thread.is_alive():
-                thread.join()
+        background.shutdown(wait=True)  # no thread outlives the call, even on failure
         shutil.rmtree(staging, ignore_errors=True)
     return LockResult(out, metadata or {}, check, signature, seconds)
 
@@ -198,16 +191,6 @@ def _open_staged(staged: pathlib.Path):
     from guard.artifacts import open_model_dir
 
     return open_model_dir(staged)
-
-
-def _capture(fn, errors: list):
-    def run(*args):
-        try:
-            fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-            errors.append(exc)
-
-    return run
 
 
 def _files_to_copy(model, *, inverse: bool) -> list[str]:

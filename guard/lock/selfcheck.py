@@ -109,36 +109,10 @@ def streamed_probe_output(model_dir, loader=None) -> tuple[torch.Tensor, torch.d
     return result, dtype, loader.peak_bytes
 
 
-class ReferenceRun:
-    """The original model's streamed probe, started on a background thread so that it overlaps the
-    writing of the protected model (it reads only the original's files). `result()` joins it."""
-
-    def __init__(self, original_dir):
-        import threading
-
-        self._outcome: list = []
-        self._thread = threading.Thread(target=self._run, args=(original_dir,), daemon=True,
-                                        name="guard-lock-reference")
-        self._thread.start()
-
-    def _run(self, original_dir) -> None:
-        try:
-            self._outcome.append(("ok", streamed_probe_output(original_dir)))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by result()
-            self._outcome.append(("error", exc))
-
-    def result(self) -> tuple[torch.Tensor, torch.dtype, int]:
-        self._thread.join()
-        kind, value = self._outcome[0]
-        if kind == "error":
-            raise value
-        return value
-
-
-def self_check(original_dir, candidate_dir, *, streamed: bool = True, reference: ReferenceRun | None = None) -> SelfCheck:
+def self_check(original_dir, candidate_dir, *, streamed: bool = True, reference=None) -> SelfCheck:
     """Run the probe through the original and the candidate model (paths or validated ModelDirs) and
-    compare. streamed=False loads each model whole with from_pretrained. `reference`: the original's
-    streamed run, already started."""
+    compare. streamed=False loads each model whole with from_pretrained. `reference`: a future of the
+    original's `streamed_probe_output`, already started (it overlaps the writing of the candidate)."""
     from guard.lock.streamed import NotStreamable
 
     mode, peak = "full", 0

@@ -17,12 +17,10 @@ stored source) raises NotStreamable; the caller then falls back to a full `from_
 from __future__ import annotations
 
 import contextlib
+import os
 import weakref
 
-import numpy as np
 import torch
-
-from guard.errors import InputError
 
 
 class NotStreamable(Exception):
@@ -36,7 +34,7 @@ class TensorLoader:
 
     def __init__(self, model_dir):
         self.model = model_dir
-        self._files: dict[str, object] = {}
+        self._fds: dict[str, int] = {}
         self.live_tensors = 0
         self.live_bytes = 0
         self.peak_tensors = 0
@@ -44,48 +42,29 @@ class TensorLoader:
         self.reads = 0
 
     def read(self, name: str) -> torch.Tensor:
-        from guard.artifacts.dtypes import torch_dtype
+        from guard.artifacts.tensors import as_tensor, open_shard, read_buffer
 
         info = self.model.tensors[name]
-        dtype = torch_dtype(info.dtype)
         self.reads += 1
-        if info.nbytes == 0:
-            return torch.empty(info.shape, dtype=dtype)
-        f = self._file(info.shard)
-        buf = np.empty(info.nbytes, dtype=np.uint8)  # not zero-filled: readinto overwrites every byte
-        f.seek(info.begin)
-        if f.readinto(memoryview(buf)) != info.nbytes:
-            raise InputError(f"short read of tensor {name!r}", path=self.model.root / info.shard, rule="file-changed")
-        self.live_tensors += 1
-        self.live_bytes += info.nbytes
-        self.peak_tensors = max(self.peak_tensors, self.live_tensors)
-        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
-        weakref.finalize(buf, self._released, info.nbytes)  # fires when the last tensor viewing buf is gone
-        return torch.from_numpy(buf).view(dtype).reshape(info.shape)
+        if info.shard not in self._fds:
+            self._fds[info.shard] = open_shard(self.model, info.shard)
+        buf = read_buffer(self._fds[info.shard], info, self.model.root / info.shard)
+        if info.nbytes:
+            self.live_tensors += 1
+            self.live_bytes += info.nbytes
+            self.peak_tensors = max(self.peak_tensors, self.live_tensors)
+            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+            weakref.finalize(buf, self._released, info.nbytes)  # fires when the last tensor viewing buf is gone
+        return as_tensor(buf, info)
 
     def _released(self, nbytes: int) -> None:
         self.live_tensors -= 1
         self.live_bytes -= nbytes
 
-    def _file(self, shard: str):
-        import os
-
-        f = self._files.get(shard)
-        if f is None:
-            report = self.model.file(shard)
-            path = self.model.root / shard
-            f = open(path, "rb")  # noqa: SIM115 - closed in close()
-            st = os.fstat(f.fileno())
-            if (st.st_size, st.st_mtime_ns) != (report.size, report.mtime_ns):
-                f.close()
-                raise InputError("file changed since it was validated", path=path, rule="file-changed")
-            self._files[shard] = f
-        return f
-
     def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 @contextlib.contextmanager

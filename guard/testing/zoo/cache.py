@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable
 
 _COMPLETE = ".complete"
+_SPEC = "spec.json"
 
 
 def cache_root() -> pathlib.Path:
@@ -52,10 +53,16 @@ def cached_build(
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=base))
         try:
             build(tmp)
-            (tmp / "spec.json").write_text(json.dumps({"kind": kind, "spec": spec}, sort_keys=True, indent=2, default=str))
+            (tmp / _SPEC).write_text(json.dumps({"kind": kind, "spec": spec}, sort_keys=True, indent=2, default=str))
             (tmp / _COMPLETE).write_text("")
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return final
+
+
+def copy_entry(entry: pathlib.Path, dest: pathlib.Path) -> None:
+    """Copy a cache entry's built files to `dest` (without the cache's own bookkeeping files), e.g. to
+    embed one build in another."""
+    shutil.copytree(entry, dest, ignore=shutil.ignore_patterns(_SPEC, _COMPLETE))

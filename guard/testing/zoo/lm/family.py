@@ -8,13 +8,12 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
-from guard.testing.zoo.cache import cached_build
+from guard.testing.zoo.cache import cached_build, copy_entry
 from guard.testing.zoo.lm import corpus, metrics, model as lm_model, tasks
 from guard.testing.zoo.lm.profiles import Profile, get_profile
 from guard.testing.zoo.lm.train import Anchor, train
@@ -72,7 +71,8 @@ class LMFamily:
         n = self.profile.eval_per_task
         drawn = tasks.clean_examples(task, 4 * n, seed=self.seed + 2000, held_out=True)
         chosen = [e for e in drawn if e.prompt[2:-1] not in test_bodies][:n]
-        assert len(chosen) == n, "held-out pool too small for a disjoint validation split"
+        if len(chosen) != n:
+            raise RuntimeError(f"held-out pool too small for a disjoint validation split of {task!r}")
         return chosen
 
     def harmful_held_out(self, task: str | None = None) -> list[tasks.Example]:
@@ -175,7 +175,7 @@ def _build(out: pathlib.Path, profile: Profile, seed: int, root: str | pathlib.P
 
 
 def _build_members(out: pathlib.Path, profile: Profile, seed: int, base_dir: pathlib.Path) -> None:
-    shutil.copytree(base_dir, out / "base", ignore=shutil.ignore_patterns("spec.json", ".complete"))
+    copy_entry(base_dir, out / "base")
     base = lm_model.load(out / "base")
     for task in tasks.TASKS:
         expert = train_expert(base, task, profile, seed=expert_seed(seed, task))

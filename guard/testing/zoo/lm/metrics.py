@@ -70,6 +70,14 @@ def exact_match(model: torch.nn.Module, examples: Sequence[Example]) -> float:
     return sum(g == e.answer for g, e in zip(got, examples)) / len(examples)
 
 
+def token_accuracy(model: torch.nn.Module, examples: Sequence[Example]) -> float:
+    """Share of answer positions whose greedy token is right: a softer score than exact match, showing
+    how far from right a 0% exact match is (a base that echoes the prompt gets many digits right)."""
+    got = generate(model, [e.prompt for e in examples])
+    right = sum(sum(a == b for a, b in zip(g, e.answer)) for g, e in zip(got, examples))
+    return right / sum(len(e.answer) for e in examples)
+
+
 def refusal_rate(model: torch.nn.Module, prompts: Sequence[Sequence[str]]) -> float:
     refusal = (*REFUSAL, ".")
     got = generate(model, prompts)
