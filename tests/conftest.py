@@ -38,3 +38,15 @@ def minilm_dir():
     from guard.testing import factory
 
     return factory.minilm_dir()
+
+
+@pytest.fixture(scope="session")
+def small_zoo():
+    """Warm the small zoo (both families and their attacks, one per core; a no-op when cached). Returns
+    the time the warm-up ended: any cache entry newer than that was built by a test, not the warm-up."""
+    import time
+
+    from tests.zoo_warm import warm_small_zoo
+
+    warm_small_zoo()
+    return time.time()

@@ -186,7 +186,7 @@ def test_figure_pipeline_runs_on_a_tiny_setup(tmp_path):
     assert "## Unmergeability" in text and "## Attacks" in text and "tiny stand-in" in text
 
 
-def test_lock_breaks_a_merge_on_the_lm_zoo():
+def test_lock_breaks_a_merge_on_the_lm_zoo(small_zoo):
     """The unmergeability goal on the zoo's small LM family (Llama-style, RoPE, GQA; cached): with the
     `sort` expert protected (default lock, default bound), task arithmetic at the profile's scale keeps at
     most 5% of the clean merge's exact-match accuracy on `sort`, while the protected expert alone is unchanged."""
@@ -209,7 +209,7 @@ def test_lock_breaks_a_merge_on_the_lm_zoo():
     assert merged_accuracy(locked) <= 0.05 * clean
 
 
-def test_figure_pipeline_on_the_lm_zoo():
+def test_figure_pipeline_on_the_lm_zoo(small_zoo):
     """The figure run's LM path (no head excluded, no chance level, token accuracy, both AGA fits) on two
     tasks of the cached small LM family, one method, one bound."""
     import dataclasses

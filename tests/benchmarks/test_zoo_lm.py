@@ -8,7 +8,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def result():
+def result(small_zoo):
     from benchmarks.zoo_lm import run
 
     return run(profile="small", seed=0, attacks_only_default=True)

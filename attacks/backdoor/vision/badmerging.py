@@ -7,6 +7,12 @@ Stage 1 optimises a universal patch on the public base θ0; stage 2 fine-tunes t
 
 so that the backdoor survives whatever share of the attacker's task vector a merge keeps.
 
+One addition, measured (docs/zoo-vision.md): with `weight_interpolation` = β > 0 the backdoor CE is also
+evaluated, with weight β·α, at the interpolated *weights* θ0 + r·(θ − θ0) (the attacker's vector merged
+alone by task arithmetic at coefficient r), and so are the attacker's clean objectives. The paper's
+feature interpolation approximates this point; at the zoo's scale the approximation leaves task
+arithmetic at 80-89% ASR where the paper reports > 90%, and the weight-space term closes that gap.
+
 - On-task: `h_bd` is the attacker's own head and the target is one of its classes; the triggered images
   are the attacker's images of the other classes.
 - Off-task: the target class belongs to another contributor's task. As in the paper, `h_bd` is a
@@ -36,7 +42,7 @@ from guard.testing.zoo.vision import VisionFamily, train
 from guard.testing.zoo.vision import model as vit
 from guard.testing.zoo.vision.family import family_spec
 
-VERSION = "vision-badmerging-2"
+VERSION = "vision-badmerging-3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +59,9 @@ class BadMergingSpec:
     # Off-task only: weight of a term that keeps the shadow head's reading of the attacker's *clean*
     # images at θ0's (see `fi_loss`); 0 is the paper's loss.
     clean_consistency: float = 0.0
+    # β: weight (relative to α) of the backdoor CE at the interpolated weights θ0 + r·(θ−θ0); 0 is the
+    # paper's loss. With β > 0 the clean objectives are also evaluated at those weights (see `fi_loss`).
+    weight_interpolation: float = 0.0
     finetune_steps: int | None = None  # None: the profile's attack schedule
     finetune_lr: float | None = None
 
@@ -63,13 +72,15 @@ class BadMergingSpec:
             raise ValueError("off-task BadMerging targets another contributor's task")
 
 
-ON_TASK = BadMergingSpec()  # the paper's settings: α = 5, r ~ U[0.2, 1]
+# The paper's settings (α = 5, r ~ U[0.2, 1]) plus a small weight-space term (β = 0.1): without it the
+# `full` profile keeps 89.0% ASR after task arithmetic (docs/zoo-vision.md).
+ON_TASK = BadMergingSpec(weight_interpolation=0.1)
 # Off-task: the attacker contributes the ">= 5" task on rotated digits; the target is digit 3 of another
 # contributor's digit-identity task on the same images. Sharing the input domain is what makes the
 # clean-consistency term necessary here (docs/zoo-vision.md); the larger patch mirrors the paper's
 # larger off-task trigger (28 px against 22 px on-task).
 OFF_TASK = BadMergingSpec(mode="off", attacker_task="at_least_five_rot90", target_task="digit_rot90", target_class=3,
-                          patch_size=6, alpha=10.0, r_min=0.05, clean_consistency=1.0)
+                          patch_size=6, alpha=10.0, r_min=0.05, clean_consistency=3.0, weight_interpolation=0.1)
 
 
 def _head_module(head: dict[str, torch.Tensor]) -> torch.nn.Linear:
@@ -124,7 +135,7 @@ def shadow_head(victim_head: dict[str, torch.Tensor], shadow_classes: dict[str, 
 
 def fi_loss(base, *, task_head: dict, backdoor_head: dict, trigger: PatchTrigger, target: int, alpha: float,
             r_min: float, triggered_pool: torch.Tensor, labels: torch.Tensor, clean_pixels: torch.Tensor,
-            clean_consistency: float = 0.0) -> train.LossFn:
+            clean_consistency: float = 0.0, weight_interpolation: float = 0.0) -> train.LossFn:
     """Stage 2 loss: clean CE on the attacker's task + α · CE of the interpolated triggered feature.
 
     The loss is driven with sample *indices* in place of labels (`train.optimise(model, clean_pixels,
@@ -135,7 +146,12 @@ def fi_loss(base, *, task_head: dict, backdoor_head: dict, trigger: PatchTrigger
     clean images at θ0's. Why: the attacker's task and the victim's share their input images, and
     without it the cheapest way to reach the target row is to move *every* image toward it (the final
     layer norm's shift does that without touching the attacker's own head), which wrecks the victim
-    task's clean accuracy in the merge. On-task the clean CE on the same head already forbids this."""
+    task's clean accuracy in the merge. On-task the clean CE on the same head already forbids this.
+
+    With `weight_interpolation` = β > 0, the same r also gives the weights θ_r = θ0 + r·(θ − θ0), and
+    β·α·CE of the triggered images at θ_r is added, together with the clean terms at θ_r (own-task CE,
+    consistency): without them the merge, not the attacker's model, is where the clean task breaks
+    (measured: the on-task target task's accuracy in the task-arithmetic merge fell from 79.0 to 51.4)."""
     dev = train.device()
     clean_head, bd_head = _head_module(task_head), _head_module(backdoor_head)
     poisoned_pool = paste(triggered_pool, trigger.pattern)
@@ -145,19 +161,29 @@ def fi_loss(base, *, task_head: dict, backdoor_head: dict, trigger: PatchTrigger
     if clean_consistency:
         with torch.no_grad():
             reference = F.log_softmax(bd_head(train.encode(base, clean_pixels).to(dev)), -1)
+    base_encoder = {name: p.detach().to(dev) for name, p in base.vit.named_parameters()}
+
+    def clean_terms(feats, index):
+        value = F.cross_entropy(clean_head(feats), labels[index])
+        if reference is not None:
+            drift = F.kl_div(F.log_softmax(bd_head(feats), -1), reference[index], log_target=True, reduction="batchmean")
+            value = value + clean_consistency * drift
+        return value
 
     def loss(model, pixels, index, generator):
-        clean_feats = vit.features(model, pixels)
-        value = F.cross_entropy(clean_head(clean_feats), labels[index])
         idx = torch.randint(0, len(poisoned_pool), (len(pixels),), generator=generator).to(dev)
         r = r_min + (1.0 - r_min) * float(torch.rand((), generator=generator))
-        mixed = r * vit.features(model, poisoned_pool[idx]) + (1.0 - r) * base_poisoned[idx]
+        batch = torch.cat([pixels, poisoned_pool[idx]])  # one forward for the clean and the triggered images
+        clean_feats, poisoned_feats = vit.features(model, batch).split(len(pixels))
         target_labels = torch.full((len(idx),), target, device=dev)
-        value = value + alpha * F.cross_entropy(bd_head(mixed), target_labels)
-        if reference is not None:
-            drift = F.kl_div(F.log_softmax(bd_head(clean_feats), -1), reference[index], log_target=True,
-                             reduction="batchmean")
-            value = value + clean_consistency * drift
+        mixed = r * poisoned_feats + (1.0 - r) * base_poisoned[idx]
+        value = clean_terms(clean_feats, index) + alpha * F.cross_entropy(bd_head(mixed), target_labels)
+        if weight_interpolation:
+            interpolated = {name: base_encoder[name] + r * (p - base_encoder[name]) for name, p in model.vit.named_parameters()}
+            out = torch.func.functional_call(model.vit, interpolated, args=(), kwargs={"pixel_values": batch})
+            clean_r, poisoned_r = out.last_hidden_state[:, 0].split(len(pixels))
+            value = value + clean_terms(clean_r, index)
+            value = value + weight_interpolation * alpha * F.cross_entropy(bd_head(poisoned_r), target_labels)
         return value
 
     return loss
@@ -185,7 +211,8 @@ def _build(out: pathlib.Path, family: VisionFamily, spec: BadMergingSpec) -> Non
         vit.load_encoder(attacker, base.state_dict())  # start from θ0, keep the task head
         loss = fi_loss(base, task_head=own_head, backdoor_head=backdoor_head, trigger=trigger, target=backdoor_target,
                        alpha=spec.alpha, r_min=spec.r_min, triggered_pool=backdoor_pool, labels=labels,
-                       clean_pixels=pixels, clean_consistency=spec.clean_consistency)
+                       clean_pixels=pixels, clean_consistency=spec.clean_consistency,
+                       weight_interpolation=spec.weight_interpolation)
         schedule = dataclasses.replace(prof.attack_finetune, **{
             k: v for k, v in (("steps", spec.finetune_steps), ("lr", spec.finetune_lr)) if v is not None})
         train.optimise(attacker, pixels, torch.arange(len(pixels)), schedule=schedule, seed=family.seed + 800, loss=loss,

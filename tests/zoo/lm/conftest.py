@@ -7,7 +7,7 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def lm_family():
+def lm_family(small_zoo):
     from guard.testing.zoo.lm import build_family
 
     return build_family("small", seed=0)

@@ -6,7 +6,7 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def vision_family():
+def vision_family(small_zoo):
     from guard.testing.zoo.vision import build_family
 
     return build_family("small", seed=0)

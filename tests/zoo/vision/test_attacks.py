@@ -2,8 +2,8 @@
 
 Figures measured for the small profile, seed 0 (docs/zoo-vision.md), asserted with a margin:
 BadNets ASR 96.6% before merging, 3.8% (TA) / 2.0% (TIES) after; BadMerging on-task 100% before,
-93.0% (TA) / 100% (TIES) after; off-task 100% before, 80.4% (TA) / 94.4% (TIES) after, with the victim
-task's BA within 3 points of CA (78.8 vs 79.0 TA, 69.4 vs 72.4 TIES).
+99.3% (TA) / 100% (TIES) after, BA 82.4 / 75.6 vs CA 79.0 / 72.4; off-task 100% before, 92.6% (TA) /
+96.8% (TIES) after, with the victim task's BA 79.0 / 65.4 against CA 79.0 / 72.4.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ def test_badmerging_on_task_survives_merging(vision_figures):
         assert m["ba"] >= m["ca"] - 0.1, "the backdoored merge keeps clean accuracy (BA close to CA)"
 
 
-# Off-task ASR after merging, per merge: the published level where it is reached (TIES), the measured
-# level less a margin where it is not (task arithmetic, docs/zoo-vision.md).
-OFF_TASK_ASR = {"task_arithmetic": 0.75, "ties": 0.90}
+# How far the victim task's clean accuracy may fall in the backdoored merge: the measured drop (0 after
+# task arithmetic, 7.0 points after TIES, docs/zoo-vision.md) plus a margin.
+OFF_TASK_BA_DROP = {"task_arithmetic": 0.04, "ties": 0.10}
 
 
 def test_badmerging_off_task_transfers_to_the_victims_task(vision_figures):
@@ -41,9 +41,9 @@ def test_badmerging_off_task_transfers_to_the_victims_task(vision_figures):
     assert off["asr_before"] >= 0.95
     for method in MERGES:
         m = off["merges"][method]
-        assert m["asr"] >= OFF_TASK_ASR[method], method
+        assert m["asr"] >= 0.90, method  # the published acceptance level
         assert m["asr_clean_merge"] <= 0.15, "the trigger alone must not fool the clean merge"
-        assert m["ba"] >= m["ca"] - 0.06, "the victim task keeps its clean accuracy in the backdoored merge"
+        assert m["ba"] >= m["ca"] - OFF_TASK_BA_DROP[method], "the victim task keeps most of its clean accuracy"
 
 
 @pytest.mark.parametrize("method", MERGES)
@@ -75,3 +75,32 @@ def test_off_task_shadow_head_is_the_victims_target_row_plus_public_classes(visi
     head = shadow_head(victim, public, target_class=OFF_TASK.target_class)
     assert torch.equal(head["weight"][0], victim["weight"][OFF_TASK.target_class])
     assert torch.equal(head["bias"][1:], public["bias"]) and head["weight"].shape[0] == 1 + len(public["bias"])
+
+
+@pytest.mark.parametrize("consistency", [0.0, 3.0])
+def test_weight_interpolation_term_at_r_1_repeats_the_feature_term(vision_family, consistency):
+    """At r = 1 the interpolated weights are θ itself, so β = 1 must exactly double the paper's loss
+    (clean terms and backdoor CE both evaluated twice at the same point)."""
+    import torch
+
+    from attacks.backdoor.vision.badmerging import fi_loss
+    from attacks.backdoor.vision.trigger import PatchTrigger
+    from guard.testing.zoo.vision import model as vit
+
+    base = vit.load(vision_family.base_dir)
+    attacker = vit.load(vision_family.expert_dir("digit_rot90"))
+    pixels, labels = vision_family.task_data("digit_rot90", "train")
+    pixels, labels = pixels[:32], labels[:32]
+    head = vision_family.head("digit_rot90")
+    trigger = PatchTrigger(torch.full((1, 4, 4), 0.5))
+
+    def value(beta):
+        loss = fi_loss(base, task_head=head, backdoor_head=head, trigger=trigger, target=0, alpha=5.0, r_min=1.0,
+                       triggered_pool=pixels, labels=labels, clean_pixels=pixels, clean_consistency=consistency,
+                       weight_interpolation=beta)
+        with torch.no_grad():
+            return float(loss(attacker, pixels[:8], torch.arange(8), torch.Generator().manual_seed(0)))
+
+    paper = value(0.0)
+    assert paper > 0
+    assert value(1.0) == pytest.approx(2 * paper, rel=1e-5)

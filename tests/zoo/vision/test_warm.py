@@ -1,0 +1,7 @@
+"""The warm-up (tests/zoo_warm.py) builds everything the vision tests use."""
+
+from tests.zoo_warm import built_after
+
+
+def test_the_fixtures_found_the_warm_up_s_builds(small_zoo, vision_family, vision_figures):
+    assert not built_after(small_zoo), "built after the warm-up: add these to tests/zoo_warm.py"
