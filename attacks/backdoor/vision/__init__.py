@@ -2,7 +2,7 @@
 
 - `build_badnets(family, BadNetsSpec(...)) -> VisionBackdoor`: fixed checkerboard patch, poisoned labels.
 - `build_badmerging(family, BadMergingSpec(...)) -> VisionBackdoor`: on-task (`ON_TASK`) or off-task
-  (`OFF_TASK`) BadMerging with the feature-interpolation loss.
+  (`OFF_TASK`) BadMerging with the feature-interpolation loss plus a small weight-space term.
 - `evaluate_backdoor(family, backdoor) -> BackdoorReport`: ASR before merging and CA / BA / ASR after
   task-arithmetic and TIES merges.
 """
