@@ -25,6 +25,14 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+# The attacks measured on a family, by name (the tests' warm-up, tests/zoo_warm.py, builds the same).
+ATTACKS = {
+    "badnets": lambda family: build_badnets(family, BadNetsSpec()),
+    "badmerging-on": lambda family: build_badmerging(family, ON_TASK),
+    "badmerging-off": lambda family: build_badmerging(family, OFF_TASK),
+}
+
+
 def run(*, profile: str = "small", seed: int = 0, root: pathlib.Path | None = None) -> dict:
     """Build (or load) everything and measure it; returns a dict of the figures and timings."""
     timings = {}
@@ -41,11 +49,9 @@ def run(*, profile: str = "small", seed: int = 0, root: pathlib.Path | None = No
         clean[method] = {"accuracy": accs, "normalised": normalised,
                          "mean_normalised": sum(normalised.values()) / len(normalised)}
     attacks = {}
-    for name, build in (("badnets", lambda: build_badnets(family, BadNetsSpec())),
-                        ("badmerging-on", lambda: build_badmerging(family, ON_TASK)),
-                        ("badmerging-off", lambda: build_badmerging(family, OFF_TASK))):
+    for name, build in ATTACKS.items():
         start = time.perf_counter()
-        backdoor = build()
+        backdoor = build(family)
         timings[name] = time.perf_counter() - start
         attacks[name] = dataclasses.asdict(evaluate_backdoor(family, backdoor))
     return {"profile": profile, "seed": seed, "family": family.info, "root": str(family.root),

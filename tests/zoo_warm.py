@@ -15,13 +15,12 @@ import pathlib
 
 
 def warm_vision() -> None:
-    from attacks.backdoor.vision import OFF_TASK, ON_TASK, BadNetsSpec, build_badmerging, build_badnets
+    from benchmarks.zoo_vision import ATTACKS
     from guard.testing.zoo.vision import build_family
 
     family = build_family("small", seed=0)
-    build_badnets(family, BadNetsSpec())
-    build_badmerging(family, ON_TASK)
-    build_badmerging(family, OFF_TASK)
+    for build in ATTACKS.values():
+        build(family)
 
 
 def warm_lm() -> None:
