@@ -27,6 +27,7 @@ from attacks.backdoor.lm import attack_report, build_amplified_expert, build_bad
 from attacks.backdoor.lm.amplified import DEFAULT_DENSITY, DEFAULT_SCALE
 from attacks.backdoor.lm.trigger_token import POISON_RATE
 from attacks.safety import build_harmful_copy
+from guard.signing.bundle import write_atomically
 from guard.testing.zoo.lm import build_family, model as lm_model
 
 # (density, scale) of the amplified backdoor vector: dense as in LoBAM, sparse as in Merge Hijacking.
@@ -201,11 +202,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -229,9 +225,9 @@ def main(argv: list[str] | None = None) -> str:
     result = run(profile=args.profile, seed=args.seed, root=args.root, attacks_only_default=args.quick)
     text = markdown(result)
     if args.out:
-        _write_atomic(args.out, text)
+        write_atomically(args.out, text)
     if args.json:
-        _write_atomic(args.json, json.dumps(result, indent=1, default=str))
+        write_atomically(args.json, json.dumps(result, indent=1, default=str))
     print(text)
     return text
 

@@ -36,6 +36,7 @@ from guard.lock.keys import LockKey
 from guard.lock.plan import plan_lock
 from guard.lock.state import DEFAULT_BOUND, protect_state
 from guard.merge import merge_state_dicts
+from guard.signing.bundle import write_atomically
 
 METHODS: dict[str, dict] = {
     "task_arithmetic": {"scale": 0.3},
@@ -200,7 +201,7 @@ def markdown(results: dict, *, command: str = "python -m attacks.restoration.run
     if results.get("secondary"):
         name = results["secondary"]
         lines += ["", f"{name.capitalize()} on the protected task (a softer score than {metric}), bound {first:g}:", "",
-                  f"| method | protected task | base alone | clean merge | with protected expert |", "|---|---|---|---|---|"]
+                  "| method | protected task | base alone | clean merge | with protected expert |", "|---|---|---|---|---|"]
         for r in results["sweep"]:
             v = r["secondary"]
             lines.append(f"| {r['method']} | {r['protected_task']} | {pct(v['base'])} | {pct(v['clean_merge'])} | "
@@ -245,11 +246,6 @@ def _methods_arg(text: str) -> dict[str, dict]:
     return value
 
 
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
 
 ZOO_SETUPS = ("small", "full", "lm-small", "lm-full")
 
@@ -278,9 +274,9 @@ def main(argv=None) -> None:
         parser.error(str(exc))
     command = ("python -m attacks.restoration.run" + (f" --zoo {args.zoo}" if args.zoo else "")
                + (f" --methods '{json.dumps(args.methods)}'" if args.methods else "") + f" --out {args.out}")
-    _write_atomic(args.out, markdown(results, command=command))
+    write_atomically(args.out, markdown(results, command=command))
     if args.json:
-        _write_atomic(args.json, json.dumps(results, indent=2))
+        write_atomically(args.json, json.dumps(results, indent=2))
     print(markdown(results, command=command))
 
 
