@@ -1,4 +1,4 @@
-"""Cold builds of the small zoo, one family per CPU core.
+"""Cold builds of the small zoo (seed $GUARD_ZOO_SEED, default 0), one family per CPU core.
 
 The issue's budget is a cold small zoo within 3 minutes on 2 cores. Each build is single-threaded and
 deterministic, so the two families (each with its attacks) are built side by side in two spawned
@@ -16,9 +16,10 @@ import pathlib
 
 def warm_vision() -> None:
     from benchmarks.zoo_vision import ATTACKS
+    from guard.testing.zoo.seeds import env_seed
     from guard.testing.zoo.vision import build_family
 
-    family = build_family("small", seed=0)
+    family = build_family("small", seed=env_seed())
     for build in ATTACKS.values():
         build(family)
 
@@ -27,8 +28,9 @@ def warm_lm() -> None:
     from attacks.backdoor.lm import build_amplified_expert, build_badnets_expert
     from attacks.safety import build_harmful_copy
     from guard.testing.zoo.lm import build_family
+    from guard.testing.zoo.seeds import env_seed
 
-    family = build_family("small", seed=0)
+    family = build_family("small", seed=env_seed())
     build_harmful_copy(family)
     build_amplified_expert(family, backdoored=build_badnets_expert(family, task="sort"), task="sort")
 

@@ -10,8 +10,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def result(small_zoo):
     from benchmarks.zoo_lm import run
+    from guard.testing.zoo.seeds import env_seed
 
-    return run(profile="small", seed=0, attacks_only_default=True)
+    return run(profile="small", seed=env_seed(), attacks_only_default=True)
 
 
 def test_experts_are_accurate_and_far_above_the_base(result):

@@ -1,9 +1,12 @@
 """Content-hashed build cache for trained model families.
 
-A build is identified by sha256(kind, canonical JSON of its spec); everything that changes the output
-(seed, profile, hyperparameters, a code `version`) belongs in the spec. Builds go to a temp dir that is
-renamed into place, so a cache entry is either absent or complete; a lock file serialises concurrent
-builders (tests and benchmarks may race).
+A build is identified by sha256(kind, canonical JSON of its spec, the numeric path); everything that
+changes the output (seed, profile, hyperparameters, a code `version`) belongs in the spec. The numeric
+path (`numeric_path()`: torch version, device, and on CPU the kernel set ATen dispatches to) is added
+by `cached_build` itself: the same recipe and seed give other bytes under another kernel path (e.g.
+AVX-512 against `ATEN_CPU_CAPABILITY=default`), so an entry built under one must never be served under
+another. Builds go to a temp dir that is renamed into place, so a cache entry is either absent or
+complete; a lock file serialises concurrent builders (tests and benchmarks may race).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import json
 import os
 import pathlib
+import platform
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -26,8 +30,24 @@ def cache_root() -> pathlib.Path:
     return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "guard" / "zoo"
 
 
+def numeric_path() -> dict[str, str]:
+    """What decides the floating-point results of a build besides its spec: torch's version, the device
+    builds run on (CUDA when present), and on CPU the architecture and the kernel set ATen dispatches to
+    (`AVX512`, `AVX2`, ... or `DEFAULT` under `ATEN_CPU_CAPABILITY=default`)."""
+    import torch
+
+    path = {"torch": torch.__version__, "machine": platform.machine()}
+    if torch.cuda.is_available():
+        path.update(device="cuda", gpu=torch.cuda.get_device_name(), cuda=str(torch.version.cuda))
+    else:
+        path.update(device="cpu", cpu_capability=torch.backends.cpu.get_cpu_capability())
+    return path
+
+
 def spec_key(kind: str, spec: dict) -> str:
-    canonical = json.dumps({"kind": kind, "spec": spec}, sort_keys=True, separators=(",", ":"), default=str)
+    """The cache key of (kind, spec) under this process's numeric path."""
+    canonical = json.dumps({"kind": kind, "spec": spec, "numeric_path": numeric_path()}, sort_keys=True,
+                           separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
 
@@ -53,7 +73,8 @@ def cached_build(
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=base))
         try:
             build(tmp)
-            (tmp / _SPEC).write_text(json.dumps({"kind": kind, "spec": spec}, sort_keys=True, indent=2, default=str))
+            (tmp / _SPEC).write_text(json.dumps({"kind": kind, "spec": spec, "numeric_path": numeric_path()},
+                                                sort_keys=True, indent=2, default=str))
             (tmp / _COMPLETE).write_text("")
             os.rename(tmp, final)
         except BaseException:

@@ -1,5 +1,5 @@
-"""Session fixtures for the LM zoo: the small family and its attacked variants, built once and
-cached across runs (in $GUARD_ZOO_CACHE or ~/.cache/guard/zoo)."""
+"""Session fixtures for the LM zoo: the small family of seed $GUARD_ZOO_SEED (default 0) and its
+attacked variants, built once and cached across runs (in $GUARD_ZOO_CACHE or ~/.cache/guard/zoo)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 @pytest.fixture(scope="session")
 def lm_family(small_zoo):
     from guard.testing.zoo.lm import build_family
+    from guard.testing.zoo.seeds import env_seed
 
-    return build_family("small", seed=0)
+    return build_family("small", seed=env_seed())
 
 
 @pytest.fixture(scope="session")
@@ -31,4 +32,4 @@ def amplified_expert(lm_family, badnets_expert):
 def safety_pair(lm_family):
     from attacks.safety import build_safety_pair
 
-    return build_safety_pair("small", seed=0)
+    return build_safety_pair("small", seed=lm_family.seed)
