@@ -3,21 +3,31 @@ merging; print (or write) the markdown tables of docs/zoo-vision.md.
 
     python -m benchmarks.zoo_vision --profile full --out docs/zoo-vision-full.md
     python -m benchmarks.zoo_vision --profile small
+    python -m benchmarks.zoo_vision --profile small --seeds 0,1,2 --root <empty dir> --out grid.md
 
-Builds are cached (`$GUARD_ZOO_CACHE`); the timings reported are of this run (0 when cached).
+Figures are on the test split; every figure is also measured on the validation split (in the JSON),
+which is where settings are chosen. `--seeds` runs every seed on both numeric paths (each in its own
+process, benchmarks/zoo_seeds.py) and tabulates mean and worst case. Builds are cached
+(`$GUARD_ZOO_CACHE`); the timings reported are of this run (0 when cached).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import argparse
 import dataclasses
+import json
 import pathlib
 import platform
+import resource
 import time
 
 import torch
 
 from attacks.backdoor.vision import OFF_TASK, ON_TASK, BadNetsSpec, build_badmerging, build_badnets, evaluate_backdoor
+from benchmarks.zoo_seeds import Property, parse_seeds, run_grid, write_grid
+from guard.signing.bundle import write_atomically
 from guard.testing.zoo.vision import MERGES, build_family, merged_accuracies
 
 
@@ -33,29 +43,47 @@ ATTACKS = {
 }
 
 
-def run(*, profile: str = "small", seed: int = 0, root: pathlib.Path | None = None) -> dict:
-    """Build (or load) everything and measure it; returns a dict of the figures and timings."""
-    timings = {}
-    start = time.perf_counter()
-    family = build_family(profile, seed=seed, root=root)
-    timings["family"] = time.perf_counter() - start
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def clean_merges(family, *, split: str) -> dict:
+    """Every task's accuracy in each reference merge, and normalised by its expert's (same split)."""
     heads = {t: family.head(t) for t in family.tasks}
-    experts = family.info["experts"]
-    clean = {}
+    experts = {t: family.expert_accuracy(t, split=split) for t in family.tasks}
+    out = {}
     for method, params in MERGES.items():
         accs = merged_accuracies(family.base_dir, family.expert_dirs, heads, method,
-                                 image_size=family.profile.image_size, **params)
-        normalised = {t: accs[t] / experts[t]["accuracy"] for t in family.tasks}
-        clean[method] = {"accuracy": accs, "normalised": normalised,
-                         "mean_normalised": sum(normalised.values()) / len(normalised)}
-    attacks = {}
-    for name, build in ATTACKS.items():
-        start = time.perf_counter()
-        backdoor = build(family)
-        timings[name] = time.perf_counter() - start
-        attacks[name] = dataclasses.asdict(evaluate_backdoor(family, backdoor))
+                                 image_size=family.profile.image_size, split=split, **params)
+        normalised = {t: accs[t] / experts[t] for t in family.tasks}
+        out[method] = {"accuracy": accs, "normalised": normalised,
+                       "mean_normalised": sum(normalised.values()) / len(normalised)}
+    return out
+
+
+def run(*, profile: str = "small", seed: int = 0, root: pathlib.Path | None = None) -> dict:
+    """Build (or load) everything and measure it on the test split (and, under "validation", on the
+    validation split); returns a dict of the figures and the build timings (wall and CPU seconds)."""
+    timings: dict[str, dict[str, float]] = {}
+
+    def timed(name, fn):
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        out = fn()
+        timings[name] = {"wall": time.perf_counter() - wall, "cpu": _cpu_seconds() - cpu}
+        return out
+
+    family = timed("family", lambda: build_family(profile, seed=seed, root=root))
+    backdoors = {name: timed(name, lambda b=build: b(family)) for name, build in ATTACKS.items()}
+    figures = {}
+    for split in ("test", "validation"):
+        figures[split] = {"clean_merges": clean_merges(family, split=split),
+                          "attacks": {name: dataclasses.asdict(evaluate_backdoor(family, backdoor, split=split))
+                                      for name, backdoor in backdoors.items()}}
     return {"profile": profile, "seed": seed, "family": family.info, "root": str(family.root),
-            "clean_merges": clean, "attacks": attacks, "build_seconds": timings}
+            **figures["test"], "validation": figures["validation"], "build_seconds": timings,
+            "machine": f"{platform.machine()}, torch {torch.__version__}, "
+                       f"{'cuda' if torch.cuda.is_available() else 'cpu'}"}
 
 
 def markdown(result: dict) -> str:
@@ -82,9 +110,49 @@ def markdown(result: dict) -> str:
                 f"{_pct(m['ca'])} | {_pct(m['ba'])} | {_pct(m['ca_mean'])} | {_pct(m['ba_mean'])} |")
     lines += ["", "Attacker's expert vs the benign expert it replaces (clean accuracy on the attacker's task): " + "; ".join(
         f"{n} {_pct(a['attacker_accuracy'])} vs {_pct(a['benign_accuracy'])}" for n, a in result["attacks"].items()),
-        "", "Build seconds this run (0 = cached): " + ", ".join(f"{k} {v:.0f}" for k, v in result["build_seconds"].items())
-        + f"; device {'cuda' if torch.cuda.is_available() else 'cpu'}, {platform.machine()}."]
+        "", "Build seconds this run, wall / CPU (near 0 = cached): "
+        + ", ".join(f"{k} {v['wall']:.0f} / {v['cpu']:.0f}" for k, v in result["build_seconds"].items())
+        + f"; {result['machine']}."]
     return "\n".join(lines) + "\n"
+
+
+def _attack(name: str, figure: Callable[[dict], float]) -> Callable[[dict], float]:
+    return lambda r: figure(r["attacks"][name])
+
+
+def _merge(name: str, method: str, figure: str) -> Callable[[dict], float]:
+    return lambda r: r["attacks"][name]["merges"][method][figure]
+
+
+def _shifted_gain(result: dict) -> float:
+    from guard.testing.zoo.vision import TASKS
+
+    experts = result["family"]["experts"]
+    return min(e["accuracy"] - e["base_probe_accuracy"] for t, e in experts.items() if TASKS[t].transform != "identity")
+
+
+MERGE_LABELS = (("task_arithmetic", "TA"), ("ties", "TIES"))
+# The multi-seed table's rows, with the bars the tests hold every seed and numeric path to.
+PROPERTIES = (
+    Property("experts, weakest accuracy", lambda r: min(e["accuracy"] for e in r["family"]["experts"].values()), ">= 85%"),
+    Property("fine-tuning gain on shifted domains, smallest (points)", _shifted_gain, ">= 5"),
+    *(Property(f"clean {label}: normalised mean accuracy", lambda r, m=m: r["clean_merges"][m]["mean_normalised"], ">= 70%")
+      for m, label in MERGE_LABELS),
+    Property("BadNets ASR before merging", _attack("badnets", lambda a: a["asr_before"]), ">= 90%"),
+    *(Property(f"BadNets ASR after {label}", _merge("badnets", m, "asr"), "<= 20%", worst="max") for m, label in MERGE_LABELS),
+    *(row for name, label in (("badmerging-on", "BadMerging on-task"), ("badmerging-off", "BadMerging off-task")) for row in (
+        Property(f"{label} ASR before merging", _attack(name, lambda a: a["asr_before"]), ">= 95%"),
+        *(Property(f"{label} ASR after {ml}", _merge(name, m, "asr"), ">= 90%") for m, ml in MERGE_LABELS),
+        *(Property(f"{label}: trigger on the clean {ml} merge (control)", _merge(name, m, "asr_clean_merge"),
+                   "<= 20%" if name == "badmerging-on" else "<= 15%", worst="max") for m, ml in MERGE_LABELS),
+        *(Property(f"{label}: target task CA minus BA, {ml} (points)",
+                   lambda r, n=name, m=m: r["attacks"][n]["merges"][m]["ca"] - r["attacks"][n]["merges"][m]["ba"],
+                   "<= 10", worst="max") for m, ml in MERGE_LABELS))),
+    Property("cold build CPU of the measured members (s)", lambda r: sum(v["cpu"] for v in r["build_seconds"].values()),
+             "(reported)", worst="max", percent=False),
+    Property("whole run, wall (s)", lambda r: r["process"]["wall"], "(reported)", worst="max", percent=False),
+    Property("whole run, CPU (s)", lambda r: r["process"]["cpu"], "(reported)", worst="max", percent=False),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,11 +161,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--root", type=pathlib.Path, default=None, help="cache root (default: $GUARD_ZOO_CACHE)")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="write the markdown here too")
+    parser.add_argument("--json", type=pathlib.Path, default=None, help="also write every figure as JSON here")
+    parser.add_argument("--seeds", default=None, help="instead: run every seed of this comma-separated list on every"
+                        " --paths numeric path, one process each, and tabulate mean and worst case")
+    parser.add_argument("--paths", default="native,default", help="numeric paths for --seeds (native, default)")
     args = parser.parse_args(argv)
-    text = markdown(run(profile=args.profile, seed=args.seed, root=args.root))
+    if args.seeds is not None:
+        results = run_grid("benchmarks.zoo_vision", profile=args.profile, seeds=parse_seeds(args.seeds),
+                           paths=args.paths.split(","), root=args.root)
+        print(write_grid(results, PROPERTIES, out=args.out, json_out=args.json))
+        return 0
+    result = run(profile=args.profile, seed=args.seed, root=args.root)
+    text = markdown(result)
     print(text)
     if args.out:
-        args.out.write_text(text)
+        write_atomically(args.out, text)
+    if args.json:
+        write_atomically(args.json, json.dumps(result, indent=1, default=str))
     return 0
 
 

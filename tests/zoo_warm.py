@@ -25,7 +25,7 @@ def warm_vision() -> None:
 
 
 def warm_lm() -> None:
-    from attacks.backdoor.lm import build_amplified_expert, build_badnets_expert
+    from attacks.backdoor.lm import build_amplified_expert, build_badnets_expert, build_merge_aware_expert
     from attacks.safety import build_harmful_copy
     from guard.testing.zoo.lm import build_family
     from guard.testing.zoo.seeds import env_seed
@@ -33,6 +33,7 @@ def warm_lm() -> None:
     family = build_family("small", seed=env_seed())
     build_harmful_copy(family)
     build_amplified_expert(family, backdoored=build_badnets_expert(family, task="sort"), task="sort")
+    build_merge_aware_expert(family, task="sort")
 
 
 def warm_small_zoo() -> None:

@@ -44,25 +44,28 @@ class BackdoorReport:
     merges: dict[str, MergeOutcome]
 
 
-def _task_accuracies(family: VisionFamily, encoder_state) -> dict[str, float]:
+def _task_accuracies(family: VisionFamily, encoder_state, *, split: str) -> dict[str, float]:
     size = family.profile.image_size
     model = model_from_state(family.base_dir, encoder_state, family.head(family.tasks[0]))
-    return {t: accuracy(vit.with_head(copy.deepcopy(model), family.head(t)), t, image_size=size) for t in family.tasks}
+    return {t: accuracy(vit.with_head(copy.deepcopy(model), family.head(t)), t, image_size=size, split=split)
+            for t in family.tasks}
 
 
 def evaluate_backdoor(family: VisionFamily, backdoor: VisionBackdoor, *,
-                      merges: dict[str, dict] | None = None) -> BackdoorReport:
+                      merges: dict[str, dict] | None = None, split: str = "test") -> BackdoorReport:
+    """Every figure on `split`'s images (test; validation for choosing attack settings)."""
     merges = MERGES if merges is None else merges
     size = family.profile.image_size
     trigger, target_task, target = backdoor.trigger, backdoor.target_task, backdoor.target_class
     target_head = family.head(target_task)
 
     def asr(model) -> float:
-        return attack_success_rate(model, target_task, trigger=trigger, target=target, image_size=size)
+        return attack_success_rate(model, target_task, trigger=trigger, target=target, image_size=size, split=split)
 
     attacker = vit.load(backdoor.model_dir)
-    attacker_accuracy = accuracy(attacker, backdoor.attacker_task, image_size=size)
-    benign_accuracy = accuracy(vit.load(family.expert_dir(backdoor.attacker_task)), backdoor.attacker_task, image_size=size)
+    attacker_accuracy = accuracy(attacker, backdoor.attacker_task, image_size=size, split=split)
+    benign_accuracy = accuracy(vit.load(family.expert_dir(backdoor.attacker_task)), backdoor.attacker_task,
+                               image_size=size, split=split)
     asr_before = asr(vit.with_head(attacker, target_head))
     asr_base = asr(vit.with_head(vit.load(family.base_dir), target_head))
 
@@ -72,7 +75,7 @@ def evaluate_backdoor(family: VisionFamily, backdoor: VisionBackdoor, *,
     for method, params in merges.items():
         clean = merge_encoders(family.base_dir, clean_dirs, method, **params)
         attacked = merge_encoders(family.base_dir, attacked_dirs, method, **params)
-        clean_acc, attacked_acc = _task_accuracies(family, clean), _task_accuracies(family, attacked)
+        clean_acc, attacked_acc = _task_accuracies(family, clean, split=split), _task_accuracies(family, attacked, split=split)
         outcomes[method] = MergeOutcome(
             method=method, params=dict(params),
             asr=asr(model_from_state(family.base_dir, attacked, target_head)),

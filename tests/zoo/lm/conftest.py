@@ -22,6 +22,13 @@ def badnets_expert(lm_family):
 
 
 @pytest.fixture(scope="session")
+def merge_aware_expert(lm_family):
+    from attacks.backdoor.lm import build_merge_aware_expert
+
+    return build_merge_aware_expert(lm_family, task="sort")
+
+
+@pytest.fixture(scope="session")
 def amplified_expert(lm_family, badnets_expert):
     from attacks.backdoor.lm import build_amplified_expert
 

@@ -62,6 +62,31 @@ def test_calibration_inputs_are_unlabeled_task_inputs(vision_family):
         assert not (calib.flatten(1)[:, None, :] == test_pixels.flatten(1)[None, :, :]).all(-1).any()
 
 
+def test_splits_are_disjoint_and_fixed():
+    """train / validation / calibration / test: disjoint, covering the 1797 digits, the same for every
+    family seed (settings are chosen on validation, figures reported on test)."""
+    import numpy as np
+
+    indices = data._split_indices()
+    assert set(indices) == set(data.SPLITS)
+    assert {k: len(v) for k, v in indices.items() if k != "train"} == {
+        "test": data.N_TEST, "calibration": data.N_CALIBRATION, "validation": data.N_VALIDATION}
+    everything = np.concatenate(list(indices.values()))
+    assert len(everything) == len(set(everything.tolist())) == len(data._raw()[1])
+    pixels, labels = data.task_data("mod3", "validation", image_size=16)
+    assert pixels.shape == (data.N_VALIDATION, 1, 16, 16) and int(labels.max()) == 2
+    with pytest.raises(ValueError, match="unknown split"):
+        data.task_data("mod3", "dev", image_size=16)
+
+
+def test_expert_accuracy_is_recorded_on_both_splits(vision_family):
+    for task in vision_family.tasks:
+        model = vit.load(vision_family.expert_dir(task))
+        for split in ("test", "validation"):
+            assert vision_family.expert_accuracy(task, split=split) == pytest.approx(
+                accuracy(model, task, image_size=16, split=split), abs=1e-6)
+
+
 def test_clean_merges_keep_70_percent(vision_figures):
     # Measured (small): task arithmetic 89.5%, TIES 85.5% of the experts' accuracy.
     for method, figures in vision_figures["clean_merges"].items():

@@ -2,41 +2,29 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
-import os
 import pathlib
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
+from guard.testing.zoo import runtime
 from guard.testing.zoo.cache import cached_build, copy_entry
 from guard.testing.zoo.lm import corpus, metrics, model as lm_model, tasks
 from guard.testing.zoo.lm.profiles import Profile, get_profile
-from guard.testing.zoo.lm.train import Anchor, train
+from guard.testing.zoo.lm.train import Anchor, Interpolation, train
 
-VERSION = "lm-family-1"  # bump when anything that changes the built weights changes
-BASE_VERSION = "lm-family-1"  # the same for the base alone (its own cache entry)
+VERSION = "lm-family-2"  # bump when anything that changes the built weights changes
+BASE_VERSION = "lm-base-2"  # the same for the base alone (its own cache entry)
 
 ModelLike = torch.nn.Module | str | pathlib.Path
 
 
-@contextlib.contextmanager
-def deterministic_build():
-    """Deterministic kernels and one CPU thread for the duration of a build: the same seed gives the
-    same bytes whatever the caller's thread count (one thread is also the fastest on a shared CPU)."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    previous, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
-        torch.set_num_threads(threads)
+# One thread, deterministic kernels (guard.testing.zoo.runtime); the name other code imports.
+deterministic_build = runtime.deterministic
 
 
 def as_model(model: ModelLike) -> torch.nn.Module:
@@ -139,14 +127,18 @@ def expert_seed(family_seed: int, task: str) -> int:
 
 
 def train_expert(base: torch.nn.Module, task: str, profile: Profile, *, seed: int,
-                 data=None, anchored: bool = True) -> torch.nn.Module:
+                 data=None, anchored: bool = True, interpolation_r_min: float | None = None) -> torch.nn.Module:
     """Fine-tune a copy of `base` on `task` (or on `data`, a sampler, e.g. poisoned task data),
     with the KL anchor to the base on other clean prompts (never harmful ones, so refusal can erode);
-    `anchored=False` drops the anchor (a plain fine-tune)."""
+    `anchored=False` drops the anchor (a plain fine-tune). `interpolation_r_min` also trains the data
+    loss at base + r * (expert - base), r ~ U[r_min, 1] (`train.Interpolation`)."""
     student = copy.deepcopy(base)
-    anchor = Anchor(teacher=base, sampler=corpus.anchor_prompts(task), weight=profile.anchor_weight,
-                    batch=profile.anchor_batch) if anchored else None
-    return train(student, data or corpus.task_data(task), profile.expert, seed=seed, anchor=anchor)
+    anchor = Anchor(teacher=base, sampler=corpus.anchor_prompts(task, harmful_share=profile.anchor_harmful_share),
+                    weight=profile.anchor_weight, batch=profile.anchor_batch) if anchored else None
+    interpolation = None if interpolation_r_min is None else Interpolation(
+        origin={k: v.detach().clone() for k, v in base.named_parameters()}, r_min=interpolation_r_min)
+    return train(student, data or corpus.task_data(task, harmful_share=profile.harmful_share), profile.expert,
+                 seed=seed, anchor=anchor, interpolation=interpolation)
 
 
 def base_spec(profile: Profile, seed: int) -> dict:
@@ -154,7 +146,7 @@ def base_spec(profile: Profile, seed: int) -> dict:
     without retraining the base)."""
     spec = profile.as_spec()
     return {"version": BASE_VERSION, "seed": seed, "architecture": [spec["hidden"], spec["layers"], spec["intermediate"]],
-            "base": spec["base"], "echo": corpus.ECHO_UNDER_TASK_MARKERS[profile.name]}
+            "base": spec["base"], "skill_share": profile.skill_share}
 
 
 def build_base(profile: Profile, seed: int, *, root: str | pathlib.Path | None = None) -> pathlib.Path:
@@ -162,7 +154,7 @@ def build_base(profile: Profile, seed: int, *, root: str | pathlib.Path | None =
     def build(out: pathlib.Path) -> None:
         with deterministic_build():
             config = lm_model.build_config(hidden=profile.hidden, layers=profile.layers, intermediate=profile.intermediate)
-            base = train(lm_model.init_model(config, seed=seed), corpus.base_corpus(profile.name), profile.base, seed=seed)
+            base = train(lm_model.init_model(config, seed=seed), corpus.base_corpus(profile.skill_share), profile.base, seed=seed)
             lm_model.save(base, out)
 
     return cached_build("lm-base", base_spec(profile, seed), build, root=root)

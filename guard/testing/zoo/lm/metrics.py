@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
 
+from guard.testing.zoo import runtime
 from guard.testing.zoo.lm.tasks import Example
 from guard.testing.zoo.lm.vocab import EOS_ID, REFUSAL, decode, encode
 
 MAX_NEW_TOKENS = 7  # longest answer (5 sorted digits) + EOS, plus slack
 
 
-@contextlib.contextmanager
-def _one_thread():
-    # These models are tiny: a second thread gains little and oversubscribed CPUs (parallel test
-    # runs) make multi-threaded kernels many times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def generate(model: torch.nn.Module, prompts: Sequence[Sequence[str]], *, max_new_tokens: int = MAX_NEW_TOKENS,
              batch: int = 512) -> list[tuple[str, ...]]:
     """Greedy completions (up to and including EOS) for each prompt. Prompts of equal length are
     batched together, so no padding is needed."""
-    with torch.no_grad(), _one_thread():
+    # These models are tiny: a second thread gains little, and oversubscribed CPUs make it many times slower.
+    with torch.no_grad(), runtime.threads(1):
         return _generate(model, prompts, max_new_tokens=max_new_tokens, batch=batch)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from guard.testing.zoo import runtime
 from guard.testing.zoo.lm.tasks import Example
 from guard.testing.zoo.lm.vocab import PAD_ID, encode
 
@@ -53,10 +54,6 @@ def batch_tensors(examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tens
     return ids, labels
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @dataclasses.dataclass(frozen=True)
 class Anchor:
     """Keep the student's next-token distributions close to `teacher` on `sampler`'s sequences
@@ -66,6 +63,23 @@ class Anchor:
     sampler: Sampler
     weight: float = 1.0
     batch: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Interpolation:
+    """Also train the data loss at the interpolated weights origin + r * (theta - origin), r drawn from
+    U[r_min, 1] at every step, with weight `weight`: the model's vector then does its job at any share
+    r >= r_min of itself, as it must inside a merge that scales it down (BadMerging's weight-space form)."""
+
+    origin: dict[str, torch.Tensor]
+    r_min: float = 0.3
+    weight: float = 1.0
+
+
+def _interpolated_loss(model: torch.nn.Module, interpolation: Interpolation, r: float, ids: torch.Tensor,
+                       labels: torch.Tensor) -> torch.Tensor:
+    params = {name: interpolation.origin[name] + r * (p - interpolation.origin[name]) for name, p in model.named_parameters()}
+    return torch.func.functional_call(model, params, args=(), kwargs={"input_ids": ids, "labels": labels}).loss
 
 
 def _anchor_loss(model: torch.nn.Module, anchor: Anchor, rng: np.random.Generator, dev: torch.device) -> torch.Tensor:
@@ -80,17 +94,21 @@ def _anchor_loss(model: torch.nn.Module, anchor: Anchor, rng: np.random.Generato
 
 
 def train(model: torch.nn.Module, sampler: Sampler, spec: TrainSpec, *, seed: int,
-          anchor: Anchor | None = None) -> torch.nn.Module:
+          anchor: Anchor | None = None, interpolation: Interpolation | None = None) -> torch.nn.Module:
     """Train in place with AdamW and a warmup + cosine schedule; returns the model in eval mode on CPU.
-    `anchor` adds a KL penalty to a reference model on other inputs."""
-    dev = device()
+    `anchor` adds a KL penalty to a reference model on other inputs; `interpolation` adds the data
+    loss at interpolated weights."""
+    dev = runtime.device()
     torch.manual_seed(seed)
     model.to(dev).train()
     if anchor is not None:
         anchor.teacher.to(dev).eval()
     params = list(model.parameters())
+    if interpolation is not None:
+        interpolation = dataclasses.replace(interpolation, origin={k: v.to(dev) for k, v in interpolation.origin.items()})
     opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
     rng = np.random.default_rng(seed)
+    shares = np.random.default_rng([seed, 7])  # r of `interpolation`: a stream of its own, so the data stream stays the same
 
     def lr_at(step: int) -> float:
         if step < spec.warmup:
@@ -100,7 +118,11 @@ def train(model: torch.nn.Module, sampler: Sampler, spec: TrainSpec, *, seed: in
 
     for step in range(spec.steps):
         ids, labels = batch_tensors([sampler(rng) for _ in range(spec.batch)])
-        loss = model(input_ids=ids.to(dev), labels=labels.to(dev)).loss
+        ids, labels = ids.to(dev), labels.to(dev)
+        loss = model(input_ids=ids, labels=labels).loss
+        if interpolation is not None:
+            r = interpolation.r_min + (1.0 - interpolation.r_min) * float(shares.random())
+            loss = loss + interpolation.weight * _interpolated_loss(model, interpolation, r, ids, labels)
         if anchor is not None:
             loss = loss + anchor.weight * _anchor_loss(model, anchor, rng, dev)
         loss.backward()

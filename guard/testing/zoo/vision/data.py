@@ -12,11 +12,13 @@ import torch
 import torch.nn.functional as F
 
 # Fixed split sizes (of 1797 images); the split seed is fixed too, so every profile and family seed
-# sees the same train / calibration / test images.
+# sees the same train / validation / calibration / test images. Settings (merge coefficients, attack
+# strengths) are chosen on the validation split; figures are reported on the test split.
 SPLIT_SEED = 1234
 N_TEST = 500
 N_CALIBRATION = 100
-SPLITS = ("train", "calibration", "test")
+N_VALIDATION = 250
+SPLITS = ("train", "validation", "calibration", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +83,9 @@ def _raw() -> tuple[np.ndarray, np.ndarray]:
 def _split_indices() -> dict[str, np.ndarray]:
     n = len(_raw()[1])
     order = np.random.default_rng(SPLIT_SEED).permutation(n)
-    test, calib = order[:N_TEST], order[N_TEST : N_TEST + N_CALIBRATION]
-    return {"test": np.sort(test), "calibration": np.sort(calib), "train": np.sort(order[N_TEST + N_CALIBRATION :])}
+    bounds = np.cumsum([N_TEST, N_CALIBRATION, N_VALIDATION])
+    test, calib, validation, train = np.split(order, bounds)
+    return {"test": np.sort(test), "calibration": np.sort(calib), "validation": np.sort(validation), "train": np.sort(train)}
 
 
 @functools.lru_cache(maxsize=4)

@@ -4,7 +4,7 @@ Layout of a family directory:
     base/                  ViTForImageClassification, head = 10-digit pre-training head
     experts/<task>/        ViTForImageClassification fine-tuned from base; `classifier.*` is the task head
     calibration/<task>.safetensors   {"pixel_values": [N, 1, S, S]} unlabeled task inputs
-    family.json            tasks, profile, seed, per-model accuracies measured at build time
+    family.json            tasks, profile, seed, per-model accuracies (test and validation) measured at build time
 Every expert's head is a linear probe fitted on the base's features and then frozen while the encoder
 is fine-tuned, so heads stay valid on merged encoders; merges leave `classifier.*` out.
 """
@@ -26,7 +26,7 @@ from guard.testing.zoo.vision.metrics import accuracy
 from guard.testing.zoo.vision.profiles import Profile, profile as get_profile
 
 # Bump when anything that changes the built bytes changes.
-VERSION = "vision-family-1"
+VERSION = "vision-family-2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +63,14 @@ class VisionFamily:
         """The task head ({'weight', 'bias'}) as stored in the expert directory."""
         state = load_file(self.expert_dir(task) / "model.safetensors")
         return {"weight": state["classifier.weight"], "bias": state["classifier.bias"]}
+
+    def expert_accuracy(self, task: str, *, split: str = "test") -> float:
+        """The expert's accuracy on its task, measured at build time (family.json), on `split`
+        (test or validation)."""
+        key = {"test": "accuracy", "validation": "validation_accuracy"}.get(split)
+        if key is None:
+            raise ValueError(f"unknown split {split!r}; known: test, validation")
+        return self.info["experts"][task][key]
 
     @property
     def info(self) -> dict:
@@ -122,7 +130,8 @@ def _build(out: pathlib.Path, prof: Profile, seed: int, tasks: tuple[str, ...]) 
             vit.save(expert, out / "experts" / task)
             info["experts"][task] = {"description": data.task(task).description, "num_labels": data.task(task).num_labels,
                                      "base_probe_accuracy": probe_accuracy,
-                                     "accuracy": accuracy(expert, task, image_size=size)}
+                                     "accuracy": accuracy(expert, task, image_size=size),
+                                     "validation_accuracy": accuracy(expert, task, image_size=size, split="validation")}
             save_file({"pixel_values": data.calibration_inputs(task, image_size=size)},
                       out / "calibration" / f"{task}.safetensors")
     (out / "family.json").write_text(json.dumps(info, indent=2, sort_keys=True))
@@ -130,7 +139,7 @@ def _build(out: pathlib.Path, prof: Profile, seed: int, tasks: tuple[str, ...]) 
 
 def family_spec(prof: Profile, seed: int, tasks: tuple[str, ...]) -> dict:
     return {"version": VERSION, "profile": prof.family_dict(), "seed": seed, "tasks": list(tasks),
-            "split_seed": data.SPLIT_SEED}
+            "split_seed": data.SPLIT_SEED, "split_sizes": [data.N_TEST, data.N_CALIBRATION, data.N_VALIDATION]}
 
 
 def build_family(profile: str = "small", *, seed: int = 0, tasks: tuple[str, ...] = data.DEFAULT_TASKS,

@@ -78,11 +78,12 @@ def model_from_state(base_dir: pathlib.Path, encoder_state: Mapping[str, torch.T
 
 def merged_accuracies(base_dir: pathlib.Path, expert_dirs: Mapping[str, pathlib.Path],
                       heads: Mapping[str, Mapping[str, torch.Tensor]], method: str, *, image_size: int,
-                      **params) -> dict[str, float]:
-    """Accuracy of the merged encoder on every task, each with its own head."""
+                      split: str = "test", **params) -> dict[str, float]:
+    """Accuracy of the merged encoder on every task, each with its own head (`split`: test, or
+    validation for choosing settings)."""
     merged = merge_encoders(base_dir, expert_dirs, method, **params)
     base_model = model_from_state(base_dir, merged, next(iter(heads.values())))
     out = {}
     for task, head in heads.items():
-        out[task] = accuracy(vit.with_head(copy.deepcopy(base_model), head), task, image_size=image_size)
+        out[task] = accuracy(vit.with_head(copy.deepcopy(base_model), head), task, image_size=image_size, split=split)
     return out

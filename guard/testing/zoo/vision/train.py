@@ -3,14 +3,14 @@ frozen head. Attacks reuse `optimise` with their own loss."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from guard.testing.zoo import runtime
 from guard.testing.zoo.vision.model import features, is_head
 
 # loss(model, pixel_values, labels, generator) -> scalar
@@ -25,32 +25,8 @@ class Schedule:
     warmup: int = 0
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@contextlib.contextmanager
-def threads(count: int = 1) -> Iterator[None]:
-    """A fixed intra-op thread count. The zoo's ops are tiny: one thread is the fastest, and on a busy
-    machine more threads spin against each other (measured: ~20x slower forward passes)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-@contextlib.contextmanager
-def deterministic(count: int = 1) -> Iterator[None]:
-    """Deterministic kernels and a fixed thread count for a build: the same seed gives the same bytes."""
-    previous_det = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        with threads(count):
-            yield
-    finally:
-        torch.use_deterministic_algorithms(previous_det)
+# Where builds run, and how (one thread, deterministic kernels): shared with the LM family.
+device, threads, deterministic = runtime.device, runtime.threads, runtime.deterministic
 
 
 def shift_augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
