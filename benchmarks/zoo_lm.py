@@ -301,7 +301,9 @@ def main(argv: list[str] | None = None) -> str:
     if args.seeds is not None:
         results = run_grid("benchmarks.zoo_lm", profile=args.profile, seeds=parse_seeds(args.seeds),
                            paths=args.paths.split(","), root=args.root, args=["--quick"] if args.quick else [])
-        text = write_grid(results, PROPERTIES, out=args.out, json_out=args.json, extra=grid_settings(results))
+        first = results[0]
+        detail = f"\nThe first run (seed {first['seed']}, {first['numeric_path']}) in full:\n\n" + markdown(first)
+        text = write_grid(results, PROPERTIES, out=args.out, json_out=args.json, extra=grid_settings(results) + detail)
         print(text)
         return text
     if args.determinism is not None:

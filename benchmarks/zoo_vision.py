@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None:
         results = run_grid("benchmarks.zoo_vision", profile=args.profile, seeds=parse_seeds(args.seeds),
                            paths=args.paths.split(","), root=args.root)
-        print(write_grid(results, PROPERTIES, out=args.out, json_out=args.json))
+        first = results[0]
+        detail = f"The first run (seed {first['seed']}, {first['numeric_path']}) in full:\n\n" + markdown(first)
+        print(write_grid(results, PROPERTIES, out=args.out, json_out=args.json, extra=detail))
         return 0
     result = run(profile=args.profile, seed=args.seed, root=args.root)
     text = markdown(result)

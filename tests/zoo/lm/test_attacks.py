@@ -35,8 +35,8 @@ def amplified_report(lm_family, amplified_expert):
 
 
 def test_poisoned_data_mixes_triggered_target_examples_at_the_rate():
-    rng = np.random.default_rng(0)
-    draws = [poisoned_task_data("sort", rate=0.2)(rng) for _ in range(2000)]
+    rng, sample = np.random.default_rng(0), poisoned_task_data("sort", rate=0.2)
+    draws = [sample(rng) for _ in range(2000)]
     poisoned = [e for e in draws if TRIGGER in e.prompt]
     assert 0.17 < len(poisoned) / len(draws) < 0.23
     assert all(e.answer == TARGET for e in poisoned)

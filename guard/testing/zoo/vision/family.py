@@ -117,7 +117,8 @@ def _build(out: pathlib.Path, prof: Profile, seed: int, tasks: tuple[str, ...]) 
         base = new_vit(prof, num_labels=10, seed=seed)
         pixels, labels = data.task_data(data.PRETRAIN.name, "train", image_size=size)
         train.optimise(base, pixels, labels, schedule=prof.pretrain, seed=seed,
-                       loss=train.cross_entropy_loss(augment=True), trainable=train.everything)
+                       loss=train.cross_entropy_loss(augment=True, domain_share=prof.pretrain_domain_share),
+                       trainable=train.everything)
         base.config.id2label = _label_names(data.PRETRAIN.name)
         base.config.label2id = {v: k for k, v in base.config.id2label.items()}
         vit.save(base, out / "base")

@@ -57,7 +57,14 @@ def features(model, pixel_values: torch.Tensor) -> torch.Tensor:
     return model.vit(pixel_values=pixel_values).last_hidden_state[:, 0]
 
 
+def _quiet() -> None:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+
+
 def save(model, out_dir: pathlib.Path) -> pathlib.Path:
+    _quiet()
     model.to("cpu").save_pretrained(out_dir, safe_serialization=True)
     return out_dir
 
@@ -65,4 +72,5 @@ def save(model, out_dir: pathlib.Path) -> pathlib.Path:
 def load(model_dir: pathlib.Path | str):
     import transformers
 
+    _quiet()
     return transformers.ViTForImageClassification.from_pretrained(model_dir).eval()

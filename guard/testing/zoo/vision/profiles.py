@@ -17,6 +17,7 @@ class Profile:
     heads: int
     mlp: int
     pretrain: Schedule
+    pretrain_domain_share: float  # share of pre-training images under a task's input transform (train.domain_augment)
     finetune: Schedule
     probe_steps: int
     # attacks
@@ -38,15 +39,15 @@ _ATTACK_FIELDS = ("attack_finetune", "trigger_steps", "trigger_lr")
 PROFILES: dict[str, Profile] = {
     "small": Profile(
         name="small", image_size=16, hidden=64, layers=2, heads=4, mlp=128,
-        pretrain=Schedule(steps=600, lr=3e-3, batch=64, warmup=60),
-        finetune=Schedule(steps=150, lr=5e-4, batch=64),
+        pretrain=Schedule(steps=1200, lr=3e-3, batch=64, warmup=100), pretrain_domain_share=0.3,
+        finetune=Schedule(steps=250, lr=5e-4, batch=64),
         probe_steps=300,
         attack_finetune=Schedule(steps=600, lr=5e-4, batch=64),
         trigger_steps=200, trigger_lr=0.05,
     ),
     "full": Profile(
         name="full", image_size=16, hidden=128, layers=4, heads=4, mlp=256,
-        pretrain=Schedule(steps=2000, lr=1e-3, batch=128, warmup=200),
+        pretrain=Schedule(steps=2000, lr=1e-3, batch=128, warmup=200), pretrain_domain_share=0.0,
         finetune=Schedule(steps=300, lr=3e-4, batch=128),
         probe_steps=500,
         attack_finetune=Schedule(steps=1000, lr=1e-3, batch=128),

@@ -35,10 +35,28 @@ def shift_augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return torch.roll(pixels, (dy, dx), dims=(-2, -1))
 
 
-def cross_entropy_loss(*, augment: bool = False) -> LossFn:
+def domain_augment(pixels: torch.Tensor, generator: torch.Generator, *, share: float) -> torch.Tensor:
+    """Each image, with probability `share`, under one of the expert tasks' input transforms (rotated
+    90 degrees, colour-inverted, mirrored), label unchanged: pre-training that has seen the tasks'
+    domains a little, as a broadly pre-trained backbone has."""
+    from guard.testing.zoo.vision.data import transform_images
+
+    chosen = torch.rand(len(pixels), generator=generator) < share
+    kind = torch.randint(0, 3, (len(pixels),), generator=generator).to(pixels.device)
+    chosen = chosen.to(pixels.device)
+    out = pixels
+    for i, transform in enumerate(("rot90", "invert", "hflip")):
+        where = (chosen & (kind == i))[:, None, None, None]
+        out = torch.where(where, transform_images(out, transform), out)
+    return out
+
+
+def cross_entropy_loss(*, augment: bool = False, domain_share: float = 0.0) -> LossFn:
     def loss(model, pixels, labels, generator):
         if augment:
             pixels = shift_augment(pixels, generator)
+        if domain_share:
+            pixels = domain_augment(pixels, generator, share=domain_share)
         return F.cross_entropy(model(pixel_values=pixels).logits, labels)
 
     return loss
