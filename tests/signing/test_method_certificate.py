@@ -60,7 +60,25 @@ def test_leaf_without_signing_usage_is_refused(model_copy, pki):
     leaf = make_cert(leaf_key, "no-usage", pki["keys"]["intermediate"], "guard-test-intermediate", ca=False,
                      usage=False)
     _sign_with_leaf(model_copy, pki, leaf, leaf_key)
-    with pytest.raises(VerificationError, match="states no key usage"):
+    with pytest.raises(VerificationError, match="states no extended key usage"):
+        verify_model(model_copy, verifier=load_verifier(certificate_chain=[pki["paths"]["root"]]))
+
+
+@pytest.mark.parametrize("usage", ["server-auth-only", "key-usage-without-digital-signature"])
+def test_leaf_usage_outside_code_signing_is_refused(model_copy, pki, usage):
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    leaf_key = keys.generate_private_key("p256")
+    if usage == "server-auth-only":
+        extra = [(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)]
+    else:
+        extra = [(x509.KeyUsage(digital_signature=False, content_commitment=True, key_encipherment=False,
+                                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                encipher_only=False, decipher_only=False), True)]
+    leaf = _leaf_with(pki, leaf_key, *extra, code_signing=usage != "server-auth-only")
+    _sign_with_leaf(model_copy, pki, leaf, leaf_key)
+    with pytest.raises(VerificationError, match="codeSigning|digitalSignature"):
         verify_model(model_copy, verifier=load_verifier(certificate_chain=[pki["paths"]["root"]]))
 
 
@@ -114,7 +132,7 @@ def test_fifty_hostile_self_issued_intermediates_are_refused_in_well_under_a_sec
     assert time.perf_counter() - started < 1.0
 
 
-def _leaf_with(pki, leaf_key, *extensions):
+def _leaf_with(pki, leaf_key, *extensions, code_signing: bool = True):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -124,8 +142,9 @@ def _leaf_with(pki, leaf_key, *extensions):
                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "guard-test-intermediate")]))
                .public_key(leaf_key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+    if code_signing:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
     for extension, critical in extensions:
         builder = builder.add_extension(extension, critical=critical)
     return builder.sign(pki["keys"]["intermediate"], hashes.SHA256())
