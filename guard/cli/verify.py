@@ -27,11 +27,13 @@ _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
 @click.option("--staging", is_flag=True, help="Sigstore staging trust root (network).")
 @click.option("--ignore-path", "ignore_paths", multiple=True,
               help="Also leave out this path (relative to MODEL_DIR; repeatable).")
+@click.option("--allow-legacy", is_flag=True,
+              help="Also accept model_signing 0.2's forms (legacy DSSE encoding, SHA-256 with any curve, v0.2 predicate).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(model_dir: pathlib.Path, signature: pathlib.Path | None, public_key: pathlib.Path | None,
            certificate_chain: tuple[pathlib.Path, ...], certificate_time: str, identity: str | None,
            issuer: str | None, trust_config: pathlib.Path | None, staging: bool, ignore_paths: tuple[str, ...],
-           as_json: bool) -> int:
+           allow_legacy: bool, as_json: bool) -> int:
     """Verify a model directory against its signature."""
     from guard.signing.verify import check_verifier_options, load_verifier, verify_model
 
@@ -41,7 +43,7 @@ def verify(model_dir: pathlib.Path, signature: pathlib.Path | None, public_key: 
     def verifier():  # built while the files hash (see verify_model)
         return load_verifier(public_key=public_key, certificate_chain=certificate_chain, identity=identity,
                              issuer=issuer, trust_config=trust_config, staging=staging,
-                             certificate_time=certificate_time)
+                             certificate_time=certificate_time, allow_legacy=allow_legacy)
 
     result = verify_model(model_dir, signature=signature, verifier=verifier, ignore_paths=ignore_paths)
     if as_json:

@@ -113,23 +113,6 @@ def bundle_text(envelope: Envelope, verification_material: dict) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
-def write_atomically(path: pathlib.Path, text: str, *, mode: int = 0o644) -> None:
-    """Write via a temp file in the same directory + rename: a reader never sees half a signature."""
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _b64(value: object, what: str) -> bytes:
     _require(isinstance(value, str) and value, f"{what} is missing")
     try:

@@ -90,7 +90,7 @@ class CertificateSigner(Signer):
 class CertificateVerifier(Verifier):
     method = "certificate"
 
-    def __init__(self, *, anchors: Sequence, check_time: str = "now") -> None:
+    def __init__(self, *, anchors: Sequence, check_time: str = "now", allow_legacy: bool = False) -> None:
         if not anchors:
             raise InputError("no trust anchors: pass --certificate-chain with the root CA", rule="certificate-anchor")
         if check_time not in CHECK_TIMES:
@@ -98,10 +98,12 @@ class CertificateVerifier(Verifier):
         self._roots = [cert for cert in anchors if _self_signed(cert)]
         self._known_intermediates = [cert for cert in anchors if not _self_signed(cert)]
         self._check_time = check_time
+        self.allow_legacy = allow_legacy
 
     @classmethod
-    def from_files(cls, paths: Iterable[str | os.PathLike], *, check_time: str = "now") -> CertificateVerifier:
-        return cls(anchors=load_certificates(paths), check_time=check_time)
+    def from_files(cls, paths: Iterable[str | os.PathLike], *, check_time: str = "now",
+                   allow_legacy: bool = False) -> CertificateVerifier:
+        return cls(anchors=load_certificates(paths), check_time=check_time, allow_legacy=allow_legacy)
 
     def verify(self, bundle: Bundle) -> SignedContent:
         try:
@@ -130,7 +132,8 @@ class CertificateVerifier(Verifier):
             keys.check_ec_key(leaf.public_key())
         except InputError as exc:
             raise _fail(f"leaf key: {exc.message}") from None
-        standard = ecdsa_check(leaf.public_key(), bundle.envelope, what=describe_certificate(leaf))
+        standard = ecdsa_check(leaf.public_key(), bundle.envelope, what=describe_certificate(leaf),
+                               allow_legacy=self.allow_legacy)
         return SignedContent(payload=bundle.envelope.payload, signer=describe_certificate(leaf),
                              legacy_encoding=not standard)
 

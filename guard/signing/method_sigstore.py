@@ -80,10 +80,11 @@ class SigstoreVerifier(Verifier):
     method = "sigstore"
 
     def __init__(self, *, identity: str, issuer: str, trust_config: str | os.PathLike | None = None,
-                 staging: bool = False) -> None:
+                 staging: bool = False, allow_legacy: bool = False) -> None:
         if not identity or not issuer:
             raise InputError("keyless verification needs both --identity and --issuer", rule="sigstore-identity")
         self._identity, self._issuer = identity, issuer
+        self.allow_legacy = allow_legacy  # the v0.2 predicate (sigstore-python checks the DSSE encoding itself)
         self._trust_config, self._staging = trust_config, staging
 
     def verify(self, bundle: Bundle) -> SignedContent:

@@ -90,7 +90,7 @@ def sign_model(model_dir: str | os.PathLike, *, signer: Signer | Callable[[], Si
                            shard_size=plan.shard_size, ignore_paths=tuple(ignore))
     manifest = build_manifest(root.resolve().name, hashed.digests, record)
     text = signer.sign(statement_bytes(manifest))
-    from guard.signing.bundle import write_atomically
+    from guard.artifacts.atomic import write_atomically
 
     write_atomically(signature, text)
     return signature

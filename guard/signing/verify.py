@@ -45,21 +45,23 @@ class VerificationResult:
 def load_verifier(*, public_key: str | os.PathLike | None = None,
                   certificate_chain: Sequence[str | os.PathLike] = (), identity: str | None = None,
                   issuer: str | None = None, trust_config: str | os.PathLike | None = None, staging: bool = False,
-                  certificate_time: str = "now") -> Verifier:
-    """Exactly one method: `public_key`; `certificate_chain` (trust anchors); or `identity` + `issuer` (keyless)."""
+                  certificate_time: str = "now", allow_legacy: bool = False) -> Verifier:
+    """Exactly one method: `public_key`; `certificate_chain` (trust anchors); or `identity` + `issuer` (keyless).
+    `allow_legacy`: also accept model_signing 0.2's forms (off by default)."""
     check_verifier_options(public_key=public_key, certificate_chain=certificate_chain, identity=identity,
                            issuer=issuer, trust_config=trust_config, staging=staging)
     if public_key is not None:
         from guard.signing.method_key import KeyVerifier
 
-        return KeyVerifier.from_file(public_key)
+        return KeyVerifier.from_file(public_key, allow_legacy=allow_legacy)
     if certificate_chain:
         from guard.signing.method_certificate import CertificateVerifier
 
-        return CertificateVerifier.from_files(certificate_chain, check_time=certificate_time)
+        return CertificateVerifier.from_files(certificate_chain, check_time=certificate_time, allow_legacy=allow_legacy)
     from guard.signing.method_sigstore import SigstoreVerifier
 
-    return SigstoreVerifier(identity=identity or "", issuer=issuer or "", trust_config=trust_config, staging=staging)
+    return SigstoreVerifier(identity=identity or "", issuer=issuer or "", trust_config=trust_config, staging=staging,
+                            allow_legacy=allow_legacy)
 
 
 def check_verifier_options(*, public_key=None, certificate_chain=(), identity=None, issuer=None, trust_config=None,
@@ -131,6 +133,10 @@ def _check_bundle(root: pathlib.Path, sig_path: pathlib.Path, bundle: Bundle, ve
                   ignore_paths: Iterable[str | os.PathLike]) -> tuple[SignedContent, Manifest, list[str]]:
     content = verifier.verify(bundle)
     manifest = parse_statement(content.payload)
+    if manifest.legacy and not verifier.allow_legacy:
+        raise VerificationError("verification failed: a model_signing 0.2 statement (predicate "
+                                "https://model_signing/Digests/v0.1), a legacy form guard accepts only with "
+                                "--allow-legacy (API: allow_legacy=True)", rule="verify-legacy")
     if content.legacy_encoding and not manifest.legacy:
         raise VerificationError("verification failed: a v1.0 statement signed with model_signing 0.2's legacy "
                                 "DSSE encoding", rule="verify-signature")
