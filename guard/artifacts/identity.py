@@ -34,10 +34,13 @@ def file_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
 
 
 def open_fd(root: str | os.PathLike, relpath: str, *, follow_symlinks: bool = False) -> int:
-    """A read-only descriptor on the regular file `root/relpath`. Unless `follow_symlinks` (the read policy
-    allowed symlinks, which the walk already checked), no component below `root` may be a symlink.
-    Raises OSError (ELOOP for a symlink) or InputError (path-special-file) for anything but a regular file."""
-    if follow_symlinks:
+    """A read-only descriptor on the regular file `root/relpath` (`relpath` "." is `root` itself, a
+    single-file model). Unless `follow_symlinks` (the read policy allowed symlinks, which the walk
+    already checked), no component below `root` may be a symlink. Raises OSError (ELOOP for a symlink)
+    or InputError (path-special-file) for anything but a regular file."""
+    if relpath == ".":
+        fd = os.open(root, _FILE_FLAGS)
+    elif follow_symlinks:
         fd = os.open(pathlib.Path(root) / relpath, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     else:
         parts = relpath.split("/")

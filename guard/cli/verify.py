@@ -13,8 +13,9 @@ _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
 
 
 @click.command("verify")
-@click.argument("model_dir", type=click.Path(file_okay=False, path_type=pathlib.Path))
-@click.option("--signature", type=_FILE, default=None, help="The signature file (default: MODEL_DIR/model.sig).")
+@click.argument("model_dir", metavar="MODEL", type=click.Path(path_type=pathlib.Path))
+@click.option("--signature", type=_FILE, default=None,
+              help="The signature file (default: MODEL/model.sig, or MODEL.sig beside a single-file model).")
 @click.option("--key", "public_key", type=_FILE, default=None, help="EC public key (PEM): key method.")
 @click.option("--certificate-chain", "certificate_chain", type=_FILE, multiple=True,
               help="Trust anchor(s) (PEM root CA; repeatable): certificate method.")
@@ -34,7 +35,7 @@ def verify(model_dir: pathlib.Path, signature: pathlib.Path | None, public_key: 
            certificate_chain: tuple[pathlib.Path, ...], certificate_time: str, identity: str | None,
            issuer: str | None, trust_config: pathlib.Path | None, staging: bool, ignore_paths: tuple[str, ...],
            allow_legacy: bool, as_json: bool) -> int:
-    """Verify a model directory against its signature."""
+    """Verify a model (a directory, or a single file) against its signature."""
     from guard.signing.verify import check_verifier_options, load_verifier, verify_model
 
     check_verifier_options(public_key=public_key, certificate_chain=certificate_chain, identity=identity,

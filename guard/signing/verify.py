@@ -122,11 +122,9 @@ def check_signature(model_dir: str | os.PathLike, *, signature: str | os.PathLik
 
 
 def _locate(model_dir: str | os.PathLike, signature: str | os.PathLike | None) -> tuple[pathlib.Path, pathlib.Path]:
+    """The model (a directory, or a single file) and its signature (default: _files.default_signature)."""
     root = pathlib.Path(model_dir)
-    if not root.is_dir():
-        raise InputError("no such model directory" if not root.exists() else "not a directory", path=root,
-                         rule="path-not-found" if not root.exists() else "path-not-directory")
-    return root, pathlib.Path(signature) if signature is not None else root / _files.DEFAULT_SIGNATURE_NAME
+    return root, pathlib.Path(signature) if signature is not None else _files.default_signature(root)
 
 
 def _check_bundle(root: pathlib.Path, sig_path: pathlib.Path, bundle: Bundle, verifier: Verifier,
@@ -149,7 +147,7 @@ def _check_bundle(root: pathlib.Path, sig_path: pathlib.Path, bundle: Bundle, ve
 def _covered(root: pathlib.Path, sig_path: pathlib.Path, manifest: Manifest,
              ignore_paths: Iterable[str | os.PathLike]) -> list[str]:
     ignore = list(manifest.serialization.ignore_paths) + _files.normalize_ignore(ignore_paths)
-    inside = _files.relative_inside(sig_path, root)
+    inside = None if _files.is_single_file(root) else _files.relative_inside(sig_path, root)
     if inside is not None:
         ignore.append(inside)
     return _files.covered_files(root, ignore=ignore, verifying=True)

@@ -55,3 +55,13 @@ def test_tampered_before_loading_is_refused_and_nothing_is_left(signed, keypair,
         with open_verified_model(signed, verifier=load_verifier(public_key=keypair[2]), staging_dir=staging):
             raise AssertionError("a tampered model must not be opened")
     assert list(staging.iterdir()) == []
+
+
+def test_single_file_model_is_staged_as_a_directory_holding_it(tmp_path, keypair):
+    weights = tmp_path / "weights.safetensors"
+    save_file({"w": np.arange(12, dtype=np.float32).reshape(3, 4)}, str(weights), metadata={"format": "pt"})
+    signature = sign_model(weights, signer=load_signer(key=keypair[1], key_passphrase=PASSPHRASE))
+    with open_verified_model(weights, signature=signature, verifier=load_verifier(public_key=keypair[2])) as model:
+        assert [f.relpath for f in model.files] == ["weights.safetensors"]
+        np.testing.assert_array_equal(model.get_tensor("w").numpy(), np.arange(12, dtype=np.float32).reshape(3, 4))
+        assert model.verification.files == (".",)
