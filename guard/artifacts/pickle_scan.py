@@ -242,6 +242,15 @@ class _Reader:
                 return kept, True
         return kept, False
 
+    def end_stream(self) -> None:
+        """After STOP: the next pickle is read by a new Unpickler, with an empty buffer. A file without
+        peek has already consumed the whole frame, so the next pickle starts after it."""
+        if self.frame_end is not None and self.pos < self.frame_end:
+            self.crossed = True
+            if self.drop_frame_rest:
+                self._skip(self.frame_end - self.pos)
+        self.frame_end = None
+
     def rewind(self) -> bool:
         """Back to where the walk started, for a second walk; False if the stream cannot seek."""
         if not _seekable(self.f) or self.start is None:
@@ -459,6 +468,7 @@ class _Machine:
                 raise _OutOfBudget()
             if op.name == "STOP":
                 self.pop()
+                self.r.end_stream()
                 return
             proto = self.step(op.name)
             if first and proto is not None and self.first_protocol is None and not self.previous_memos:
