@@ -106,9 +106,11 @@ class CertificateVerifier(Verifier):
         return cls(anchors=load_certificates(paths), check_time=check_time, allow_legacy=allow_legacy)
 
     def verify(self, bundle: Bundle) -> SignedContent:
+        from cryptography.x509 import InvalidVersion
+
         try:
             return self._verify(bundle)
-        except (ValueError, TypeError) as exc:  # malformed extensions etc. surface lazily from cryptography
+        except (ValueError, TypeError, InvalidVersion) as exc:  # malformed certificates surface lazily from cryptography
             raise _fail(f"malformed certificate in the bundle ({type(exc).__name__}: {exc})") from None
 
     def _verify(self, bundle: Bundle) -> SignedContent:
@@ -122,7 +124,7 @@ class CertificateVerifier(Verifier):
                         f"the limit of {MAX_INTERMEDIATES}")
         try:
             chain = [x509.load_der_x509_certificate(der) for der in bundle.certificate_chain]
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
             raise _fail("a certificate in the bundle is not valid DER") from None
         leaf = chain[0]
         at = datetime.datetime.now(datetime.timezone.utc) if self._check_time == "now" else leaf.not_valid_before_utc
