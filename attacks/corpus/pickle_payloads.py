@@ -129,14 +129,12 @@ def broken_after_payload(marker: str) -> bytes:
 
 def pop_mark_text(marker: str) -> bytes:
     """Protocol 0, pure ASCII, starting with MARK POP: CPython pops the mark and goes on (issue 10, hole 1)."""
-    m = _check_marker(marker)
-    return f"(0cbuiltins\nopen\n(S'{m}'\nS'w'\ntR.".encode()
+    return b"(0" + protocol0_text(marker)
 
 
 def strtol_int_text(marker: str) -> bytes:
     """An INT argument CPython reads with strtol base 0 (`0x1`), then the payload (issue 10, hole 1)."""
-    m = _check_marker(marker)
-    return f"I0x1\n0cbuiltins\nopen\n(S'{m}'\nS'w'\ntR.".encode()
+    return b"I0x1\n0" + protocol0_text(marker)
 
 
 def frame_dropped_line(marker: str) -> bytes:

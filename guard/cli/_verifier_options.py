@@ -19,6 +19,8 @@ import pathlib
 
 import click
 
+from guard.cli._signing_options import option_group
+
 VERIFIER_OPTION_NAMES = ("public_key", "certificate_chain", "certificate_time", "identity", "issuer", "trust_config",
                          "staging", "allow_legacy")
 _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
@@ -47,12 +49,7 @@ def verifier_options(*, prefix: str = ""):
                           "v0.2 predicate)."),
     ]
 
-    def decorate(func):
-        for option in reversed(options):
-            func = option(func)
-        return func
-
-    return decorate
+    return option_group(options)
 
 
 def pop_verifier_options(kwargs: dict) -> dict:

@@ -9,25 +9,13 @@ import pytest
 
 from guard.artifacts.atomic import atomic_directory, write_atomically
 from guard.errors import InputError
-
-
-def _fsync_spy(monkeypatch) -> list[tuple[str, int]]:
-    synced: list[tuple[str, int]] = []
-    real = os.fsync
-
-    def spy(fd: int) -> None:
-        st = os.fstat(fd)
-        synced.append(("dir" if stat.S_ISDIR(st.st_mode) else "file", st.st_ino))
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", spy)
-    return synced
+from tests.helpers import record_fsyncs
 
 
 def test_file_is_replaced_whole_with_its_mode_and_the_directory_synced(tmp_path, monkeypatch):
     target = tmp_path / "out.txt"
     target.write_text("old")
-    synced = _fsync_spy(monkeypatch)
+    synced = record_fsyncs(monkeypatch)
     write_atomically(target, "new", mode=0o600)
     assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == 0o600
     assert ("file", target.stat().st_ino) in synced and synced[-1] == ("dir", tmp_path.stat().st_ino)
@@ -54,7 +42,7 @@ def test_directory_appears_only_on_a_clean_exit(tmp_path, monkeypatch):
             (staging / "a.json").write_text("{}")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
-    synced = _fsync_spy(monkeypatch)
+    synced = record_fsyncs(monkeypatch)
     with atomic_directory(out) as staging:
         (staging / "a.json").write_text("{}")
         assert not out.exists()

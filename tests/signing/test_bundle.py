@@ -51,22 +51,12 @@ def test_truncated_fixture_bundle_fails(oms_fixtures, tmp_path):
 
 def test_signature_write_is_durable_file_and_directory(model_copy, keypair, monkeypatch):
     """Issue 10, hole 6: bundle writes did not fsync the directory, so the rename could be lost on a crash."""
-    import os
-    import stat
-
     from guard.signing import load_signer, sign_model
+    from tests.helpers import record_fsyncs
     from tests.signing.conftest import PASSPHRASE
 
     signer = load_signer(key=keypair[1], key_passphrase=PASSPHRASE)
-    synced: list[tuple[str, int]] = []
-    real_fsync = os.fsync
-
-    def spy(fd: int) -> None:
-        st = os.fstat(fd)
-        synced.append(("dir" if stat.S_ISDIR(st.st_mode) else "file", st.st_ino))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", spy)
+    synced = record_fsyncs(monkeypatch)
     signature = sign_model(model_copy, signer=signer)
     assert ("file", signature.stat().st_ino) in synced
     assert synced[-1] == ("dir", model_copy.stat().st_ino)  # after the rename, the directory entry is made durable
