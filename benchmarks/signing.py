@@ -7,8 +7,8 @@ cache, then runs interleaved rounds of:
   guard sign / verify --hash blake3
   hashlib sha256 over the same files with 2 threads, in-process, no start-up (the two-thread limit)
 Every command is a fresh process, as a user runs it, so start-up costs count. Reports the median wall
-time per operation, its CPU time (user + sys, from os.wait4: the machine may be shared), the peak RSS
-of each command's own process (the highest over the rounds), throughput (bytes / median wall), and the
+time per operation, its CPU time (user + sys: the machine may be shared), the peak RSS of each
+command's own process (the highest over the rounds; both measured by a small middle process, see timed), throughput (bytes / median wall), and the
 ratios the acceptance criteria name:
   sha256: guard / model_signing >= 1.2, guard / hashlib-2-thread >= 0.85; blake3: guard / model_signing >= 3;
   peak RSS of every guard sign / verify < 300 MB.
@@ -87,17 +87,28 @@ class Measured:
     max_rss_bytes: int  # its own peak resident set
 
 
+# A small middle process runs the command and reports its child's usage. Measured straight from here,
+# ru_maxrss would be wrong: Linux carries the forking parent's high-water RSS (this process built the
+# model and mapped it for the hashlib reference: over 1 GB) into the child's ru_maxrss across exec.
+_MEASURE = (
+    "import json, resource, subprocess, sys, time\n"
+    "start = time.perf_counter()\n"
+    "rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "wall = time.perf_counter() - start\n"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "print(json.dumps({'rc': rc, 'wall': wall, 'cpu': u.ru_utime + u.ru_stime, 'rss': u.ru_maxrss * 1024}))\n"
+)
+
+
 def timed(cmd: list[str], env: dict[str, str]) -> Measured:
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    stderr = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {stderr.strip()[-500:]}")
-    return Measured(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, env=env)
+    try:
+        usage = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeError(f"{' '.join(cmd)}: no measurement ({proc.stderr.strip()[-500:]})") from None
+    if usage["rc"] != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({usage['rc']}): {proc.stderr.strip()[-500:]}")
+    return Measured(usage["wall"], usage["cpu"], usage["rss"])
 
 
 def guard_verify_imports_torch(model: pathlib.Path, sig: pathlib.Path, pub: pathlib.Path, env: dict) -> bool:
