@@ -61,7 +61,7 @@ def run_sandboxed(spec: dict[str, Any], *, limits: dict[str, Any], work_root: st
     started = time.monotonic()
     payload = json.dumps({**spec, "work_dir": str(work)}).encode()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "guard.service.sandbox", json.dumps(limits)],
+        proc = subprocess.Popen([sys.executable, "-m", "guard.service.sandbox", json.dumps(limits), str(os.getpid())],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                 cwd=work, start_new_session=True)
     except OSError as exc:
@@ -205,9 +205,23 @@ def _load_auditor(path: str):
     return getattr(importlib.import_module(module), attr)()
 
 
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when the worker that started it dies (Linux), so no audit outlives its worker."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the prctl
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     limits = json.loads(argv[0])
+    if len(argv) > 1:
+        _die_with_parent(int(argv[1]))
     _set_limits(limits)
     try:
         spec = json.loads(sys.stdin.buffer.read())
