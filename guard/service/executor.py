@@ -42,6 +42,9 @@ def _ray_job(spec: dict, limits: dict) -> dict:
 
 class RayExecutor(Executor):
     def __init__(self, *, limits: dict, address: str | None = None, num_cpus: int | None = None) -> None:
+        import os
+
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # the service never phones home
         import ray
 
         if not ray.is_initialized():
