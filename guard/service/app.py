@@ -9,13 +9,16 @@ accepted or ignored (the Hub retries and eventually suspends webhooks that get n
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import queue
+import threading
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
+from starlette.routing import request_response
 
 from guard.errors import InputError
 from guard.service.config import ServiceConfig
@@ -23,6 +26,7 @@ from guard.service.store import JobStore
 from guard.service.webhook import decide
 
 log = logging.getLogger("guard.serve")
+WEBHOOK_PATH = "/webhooks/hub"
 
 
 def job_summary(job) -> dict:
@@ -32,16 +36,61 @@ def job_summary(job) -> dict:
             "discussion": job.report_discussion, "error": job.last_error}
 
 
+class DeliveryWriter:
+    """One thread that stores deliveries, several per transaction when they arrive together (group commit).
+    The event loop never waits on the database; a request is answered once its transaction committed."""
+
+    MAX_BATCH = 64
+
+    def __init__(self, store: JobStore) -> None:
+        self._store = store
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="guard-delivery-writer", daemon=True)
+        self._thread.start()
+
+    async def store(self, keys, delivery: dict) -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((keys, delivery, loop, future))
+        return await future
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                results = self._store.enqueue_many([(keys, delivery) for keys, delivery, _, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - every request of the batch answers 503; the Hub retries
+                for _, _, loop, future in batch:
+                    loop.call_soon_threadsafe(_settle, future, None, exc)
+                continue
+            for (_, _, loop, future), result in zip(batch, results):
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+
+def _settle(future: asyncio.Future, result, exc) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
 def create_app(config: ServiceConfig, store: JobStore, *, lifespan=None) -> FastAPI:
     app = FastAPI(title="guard serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     secret = config.webhook_secret.get_secret_value().encode()
     cap = config.max_body_bytes
+    writer = DeliveryWriter(store)
 
     def refuse(status: int, reason: str) -> JSONResponse:
         log.info("webhook refused: %d %s", status, reason)
         return JSONResponse({"error": reason}, status_code=status)
 
-    @app.post("/webhooks/hub")
     async def webhook(request: Request):
         supplied = request.headers.get("x-webhook-secret")
         if supplied is None and config.secret_in_query:
@@ -64,14 +113,17 @@ def create_app(config: ServiceConfig, store: JobStore, *, lifespan=None) -> Fast
             return refuse(400, "body is not a JSON object")
         delivery = {"scope": decision.scope, "repo": decision.repo, "status": decision.status,
                     "reason": decision.reason}
-        if decision.keys:
-            new, dup = await run_in_threadpool(store.enqueue, decision.keys, delivery=delivery)
-        else:
-            await run_in_threadpool(store.record_delivery, **delivery)
-            new = dup = 0
+        try:
+            new, dup = await writer.store(decision.keys, delivery)
+        except Exception:  # noqa: BLE001 - not stored: say so, so that the Hub delivers again
+            log.exception("webhook: storing the delivery failed")
+            return refuse(503, "not stored; retry")
         log.info("webhook %s %s: %s", decision.status, decision.repo, decision.reason)
         return JSONResponse({"status": decision.status, "reason": decision.reason, "queued": new,
                              "duplicates": dup}, status_code=202)
+
+    # The hot path is a plain Starlette endpoint dispatched ahead of FastAPI's routing and middleware stack.
+    app.state.webhook = request_response(webhook)
 
     @app.get("/healthz")
     def healthz():
@@ -97,4 +149,22 @@ def create_app(config: ServiceConfig, store: JobStore, *, lifespan=None) -> Fast
     from guard.service.dashboard import add_dashboard
 
     add_dashboard(app, store)
-    return app
+    return WebhookFirst(app)
+
+
+class WebhookFirst:
+    """ASGI: POST /webhooks/hub straight to the webhook endpoint; everything else (and lifespan) to FastAPI."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._webhook = app.state.webhook
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == WEBHOOK_PATH:
+            if scope["method"] != "POST":
+                await JSONResponse({"error": "POST only"}, status_code=405, headers={"Allow": "POST"})(
+                    scope, receive, send)
+                return
+            await self._webhook(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

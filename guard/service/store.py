@@ -64,6 +64,7 @@ class JobStore:
         self.retry = retry or RetryPolicy()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._pg = self.engine.dialect.name == "postgresql"
+        self._statements()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -75,34 +76,44 @@ class JobStore:
     def enqueue(self, keys: Iterable[JobKey], *, delivery: dict | None = None) -> tuple[int, int]:
         """Insert one queued job per new key; count a repeat delivery on existing ones. Returns (new, dup).
         One transaction with the delivery record: acknowledged means stored."""
+        return self.enqueue_many([(tuple(keys), delivery)])[0]
+
+    def enqueue_many(self, batch: list[tuple[tuple[JobKey, ...], dict | None]]) -> list[tuple[int, int]]:
+        """Several deliveries in one transaction (group commit); Core statements compiled once: the webhook's
+        hot path."""
         now = time.time()
-        new = dup = 0
-        with self.session() as s, s.begin():
-            for key in dict.fromkeys(keys):
-                values = dict(repo=key.repo, ref=key.ref, sha=key.sha, state="queued", attempts=0, deliveries=1,
-                              next_attempt_at=now, created_at=now, updated_at=now, audit_runs=0)
-                stmt = self._insert(Job).values(**values).on_conflict_do_nothing(
-                    index_elements=["repo", "ref", "sha"]).returning(Job.id)
-                if s.execute(stmt).scalar() is not None:
-                    new += 1
-                else:
-                    dup += 1
-                    s.execute(sa.update(Job).where(Job.repo == key.repo, Job.ref == key.ref, Job.sha == key.sha)
-                              .values(deliveries=Job.deliveries + 1))
-            if delivery is not None:
-                s.add(Delivery(received_at=now, jobs_created=new, jobs_duplicate=dup, **delivery))
-        return new, dup
+        out = []
+        with self.engine.begin() as conn:
+            for keys, delivery in batch:
+                new = dup = 0
+                for key in dict.fromkeys(keys):
+                    params = {"k_repo": key.repo, "k_ref": key.ref, "k_sha": key.sha}
+                    if conn.execute(self._insert_job, {**params, "now": now}).first() is not None:
+                        new += 1
+                    else:
+                        dup += 1
+                        conn.execute(self._count_delivery, params)
+                if delivery is not None:
+                    conn.execute(self._insert_delivery, {"received_at": now, "jobs_created": new,
+                                                         "jobs_duplicate": dup, **delivery})
+                out.append((new, dup))
+        return out
 
-    def record_delivery(self, **delivery) -> None:
-        with self.session() as s, s.begin():
-            s.add(Delivery(received_at=time.time(), jobs_created=0, jobs_duplicate=0, **delivery))
-
-    def _insert(self, table):
+    def _statements(self) -> None:
         if self._pg:
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
-        return insert(table)
+        bp = sa.bindparam
+        jobs, deliveries = Job.__table__, Delivery.__table__
+        self._insert_job = insert(jobs).values(
+            repo=bp("k_repo"), ref=bp("k_ref"), sha=bp("k_sha"), state="queued", attempts=0, deliveries=1,
+            next_attempt_at=bp("now"), created_at=bp("now"), updated_at=bp("now"), audit_runs=0,
+        ).on_conflict_do_nothing(index_elements=["repo", "ref", "sha"]).returning(jobs.c.id)
+        self._count_delivery = (sa.update(jobs).where(jobs.c.repo == bp("k_repo"), jobs.c.ref == bp("k_ref"),
+                                                      jobs.c.sha == bp("k_sha"))
+                                .values(deliveries=jobs.c.deliveries + 1))
+        self._insert_delivery = sa.insert(deliveries)
 
     # ---- the worker side -------------------------------------------------------------------------------
     def claim(self, *, owner: str, lease_s: float) -> Claim | None:
