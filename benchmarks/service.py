@@ -45,14 +45,14 @@ LLAMA_100M = dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num
 
 
 # ---- load generator (runs in its own process) ---------------------------------------------------------------
-def _payload(i: int, rng: random.Random, seen: list[str]) -> bytes:
+def _payload(i: int, rng: random.Random, seen: list[tuple[str, str]]) -> bytes:
     if seen and rng.random() < 0.2:
-        sha = rng.choice(seen)
+        repo, sha = rng.choice(seen)  # a Hub retry or replay of an earlier delivery
     else:
-        sha = f"{rng.getrandbits(160):040x}"
-        seen.append(sha)
+        repo, sha = f"bench/model-{i % 50}", f"{rng.getrandbits(160):040x}"
+        seen.append((repo, sha))
     body = {"event": {"action": "update", "scope": "repo.content"},
-            "repo": {"type": "model", "name": f"bench/model-{i % 50}", "id": "x", "owner": {"id": "o"}},
+            "repo": {"type": "model", "name": repo, "id": "x", "owner": {"id": "o"}},
             "updatedRefs": [{"ref": "refs/heads/main", "oldSha": None, "newSha": sha}], "webhook": {"version": 3}}
     return json.dumps(body).encode()
 
@@ -61,7 +61,7 @@ async def _generate(url: str, rate: float, seconds: float, seed: int) -> dict:
     import httpx2
 
     rng = random.Random(seed)
-    seen: list[str] = []
+    seen: list[tuple[str, str]] = []
     n = int(rate * seconds)
     bodies = [_payload(i, rng, seen) for i in range(n)]
     headers = {"X-Webhook-Secret": SECRET, "Content-Type": "application/json"}
@@ -244,7 +244,7 @@ def audits_per_hour(*, n: int, kind: str, work: pathlib.Path) -> dict:
             job = store.jobs(limit=1)[0]
             assert job.state == "done", job.last_error
             results.append(json.loads(job.result))
-        params = results[0]["model"].get("parameter_count")
+        params = max(r["model"].get("parameter_count") or 0 for r in results)
         peer_walls = [_peer_fetch_and_load(hub.endpoint, sha, work / f"peer-{i}") for i, sha in enumerate(shas)]
     mean, peer_mean = statistics.fmean(walls), statistics.fmean(peer_walls)
     return {"model": kind, "parameters": params, "audits": n, "audit_wall_s": walls,

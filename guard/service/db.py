@@ -3,7 +3,7 @@
 Times are epoch seconds (float), the same on both databases. The schema is created and upgraded by
 Alembic (migrations/), never by `create_all`, so a deployed database and a test database are the
 same schema. SQLite transactions begin IMMEDIATE: a claim's read-then-write never meets a writer that
-slipped in between (no SQLITE_BUSY upgrades).
+slipped in between (no SQLITE_BUSY upgrades); WAL checkpoints run beside the writers, not inside commits.
 """
 
 from __future__ import annotations
@@ -93,6 +93,9 @@ def make_engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes; WAL fsyncs at checkpoints
             cur.execute("PRAGMA busy_timeout=60000")
+            # No checkpoint inside a commit (it would fsync the database while a webhook waits for its
+            # answer): JobStore checkpoints from a background thread instead.
+            cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @event.listens_for(engine, "begin")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -65,9 +66,22 @@ class JobStore:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._pg = self.engine.dialect.name == "postgresql"
         self._statements()
+        self._closed = threading.Event()
+        if not self._pg:
+            threading.Thread(target=self._checkpoint_loop, name="guard-sqlite-checkpoint", daemon=True).start()
 
     def close(self) -> None:
+        self._closed.set()
         self.engine.dispose()
+
+    def _checkpoint_loop(self, every_s: float = 1.0) -> None:
+        """Copy the SQLite WAL back into the database file without blocking writers (PASSIVE)."""
+        while not self._closed.wait(every_s):
+            try:
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            except sa.exc.SQLAlchemyError:
+                pass  # busy or closing: the next round catches up
 
     def session(self) -> Session:
         return self._sessions()

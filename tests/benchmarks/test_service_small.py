@@ -22,7 +22,7 @@ def test_service_benchmark_small_mode_reports_numbers():
         assert 0 < ack[side]["p50_ms"] <= ack[side]["p99_ms"] <= ack[side]["max_ms"]
     assert ack["p99_ratio_to_peer"] == ack["guard"]["p99_ms"] / ack["peer"]["p99_ms"]
     # every delivery was stored before it was acknowledged (one in five repeats a sha)
-    assert ack["deliveries_stored"] == 100 and 0 < ack["jobs_stored"] <= 100
+    assert ack["deliveries_stored"] == 100 and 0 < ack["jobs_stored"] < 100
     audits = report["audits"]
     assert audits["audits"] == 1 and audits["verdicts"] == ["pass"] and audits["audits_per_hour"] > 0
     assert audits["parameters"] > 0 and audits["ratio_to_peer"] > 0
