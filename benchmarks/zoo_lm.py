@@ -29,8 +29,8 @@ from attacks.backdoor.lm import (
 from attacks.backdoor.lm.amplified import amplification_of
 from attacks.backdoor.lm.trigger_token import POISON_RATE
 from attacks.safety import build_harmful_copy
-from guard.signing.bundle import write_atomically
 from benchmarks.zoo_seeds import Property, parse_seeds, run_grid, write_grid
+from guard.artifacts.atomic import write_atomically
 from guard.testing.zoo.lm import build_family, model as lm_model
 
 # Fixed (density, scale) settings of the amplified backdoor vector, measured beside the attacker's own

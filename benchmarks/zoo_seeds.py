@@ -97,7 +97,7 @@ def describe(results: Sequence[dict]) -> str:
 def write_grid(results: Sequence[dict], properties: Sequence[Property], *, out: pathlib.Path | None,
                json_out: pathlib.Path | None, extra: str = "") -> str:
     """The grid's markdown (`extra` appended), written to `out` and the runs' JSON to `json_out`."""
-    from guard.signing.bundle import write_atomically
+    from guard.artifacts.atomic import write_atomically
 
     text = describe(results) + "\n\n" + table(results, properties) + (f"\n{extra}" if extra else "")
     if out is not None:

@@ -27,7 +27,7 @@ import torch
 
 from attacks.backdoor.vision import OFF_TASK, ON_TASK, BadNetsSpec, build_badmerging, build_badnets, evaluate_backdoor
 from benchmarks.zoo_seeds import Property, parse_seeds, run_grid, write_grid
-from guard.signing.bundle import write_atomically
+from guard.artifacts.atomic import write_atomically
 from guard.testing.zoo.vision import MERGES, build_family, merged_accuracies
 
 

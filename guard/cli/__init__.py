@@ -26,17 +26,19 @@ COMMANDS: dict[str, str] = {
     "protect": "guard.cli.protect:protect",
     "unlock": "guard.cli.unlock:unlock",
     "lock-keygen": "guard.cli.lock_keygen:lock_keygen",
+    "serve": "guard.cli.serve:serve",
 }
 
 HELP: dict[str, str] = {
     "demo": "Run the end-to-end demo on tiny generated models.",
     "inspect": "Report a model directory's architecture, tensors, files and findings.",
     "keygen": "Create an EC signing key pair.",
-    "sign": "Sign a model directory (OMS format).",
-    "verify": "Verify a model directory against its signature.",
+    "sign": "Sign a model directory or file (OMS format).",
+    "verify": "Verify a model directory or file against its signature.",
     "protect": "Apply MergeLock to a model and sign the result.",
     "unlock": "Undo MergeLock with the lock key.",
     "lock-keygen": "Create a MergeLock key (32 random bytes, mode 0600).",
+    "serve": "Run the Hub webhook audit service (webhook, workers, dashboard).",
 }
 
 
