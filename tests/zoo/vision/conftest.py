@@ -19,4 +19,4 @@ def vision_figures(vision_family):
     """Every figure of docs/zoo-vision.md for the small profile (the benchmark's own measurement)."""
     from benchmarks.zoo_vision import run
 
-    return run(profile="small", seed=vision_family.seed, root=vision_family.root.parent)
+    return run(profile="small", seed=vision_family.seed, root=vision_family.root.parent, validation=False)

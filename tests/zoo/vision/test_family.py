@@ -34,7 +34,7 @@ def test_expert_loads_with_transformers(vision_family, task):
 
 
 def test_expert_accuracy_well_above_chance(vision_family):
-    # Measured (small, seed 0): 89.8-96.2%; chance is 10%, 50% or 33%.
+    # Measured (small, seeds 0-2 x both numeric paths): weakest expert 89.8%; chance is 10%, 50% or 33%.
     for task in vision_family.tasks:
         measured = accuracy(vit.load(vision_family.expert_dir(task)), task, image_size=16)
         assert measured == pytest.approx(vision_family.info["experts"][task]["accuracy"], abs=1e-6)
@@ -42,12 +42,15 @@ def test_expert_accuracy_well_above_chance(vision_family):
 
 
 def test_fine_tuning_adds_to_the_base_on_shifted_domains(vision_family):
-    # The base was pre-trained on upright digits; on rotated / inverted / mirrored inputs its probe head
-    # is clearly weaker than the fine-tuned expert (measured gains: 8.4 to 15.8 points).
+    # The base was pre-trained mostly on upright digits (30% of its images under the tasks' transforms,
+    # which is what makes the experts accurate and mergeable on every seed); on rotated / inverted /
+    # mirrored inputs its probe head stays weaker than the fine-tuned expert. Measured smallest gain per
+    # run, seeds 0-2 x both numeric paths: 3.6 to 7.2 points (docs/zoo-vision.md; 8.4 or more before the
+    # pre-training saw those domains, when the experts and merges failed on some draws).
     experts = vision_family.info["experts"]
     for task in vision_family.tasks:
         if TASKS[task].transform != "identity":
-            assert experts[task]["accuracy"] - experts[task]["base_probe_accuracy"] >= 0.05, task
+            assert experts[task]["accuracy"] - experts[task]["base_probe_accuracy"] >= 0.02, task
 
 
 def test_calibration_inputs_are_unlabeled_task_inputs(vision_family):
@@ -88,7 +91,7 @@ def test_expert_accuracy_is_recorded_on_both_splits(vision_family):
 
 
 def test_clean_merges_keep_70_percent(vision_figures):
-    # Measured (small): task arithmetic 89.5%, TIES 85.5% of the experts' accuracy.
+    # Measured (small, seeds 0-2 x both numeric paths): worst task arithmetic 90.1%, TIES 83.8%.
     for method, figures in vision_figures["clean_merges"].items():
         assert figures["mean_normalised"] >= 0.70, (method, figures)
 
