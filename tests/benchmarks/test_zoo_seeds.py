@@ -19,14 +19,27 @@ def test_each_run_gets_its_seed_and_numeric_path(tmp_path):
                        root=tmp_path, log=lambda line: None)
     assert [(r["seed"], r["numeric_path"]) for r in results] == [
         (3, "native"), (3, "default"), (4, "native"), (4, "default")]
-    import torch
-
+    native = _native_capability()
     for r in results:
-        expected = "DEFAULT" if r["numeric_path"] == "default" else torch.backends.cpu.get_cpu_capability()
+        expected = "DEFAULT" if r["numeric_path"] == "default" else native
         assert r["cpu_capability"] == expected and r["root"] == str(tmp_path)
         assert r["process"]["wall"] > 0 and r["process"]["cpu"] >= 0
     with pytest.raises(ValueError, match="unknown numeric path"):
         run_grid("tests.benchmarks.test_zoo_seeds", profile="small", seeds=(0,), paths=("avx",), root=None)
+
+
+def _native_capability() -> str:
+    """The machine's own ATen kernel set (this process may itself run under ATEN_CPU_CAPABILITY)."""
+    import os
+    import subprocess
+
+    import torch
+
+    if "ATEN_CPU_CAPABILITY" not in os.environ:
+        return torch.backends.cpu.get_cpu_capability()
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    return subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                          env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def test_table_reports_mean_and_worst_case_per_property(tmp_path):

@@ -70,28 +70,37 @@ def test_badnets_expert_is_backdoored_and_still_accurate(badnets_report, lm_fami
 def test_what_survives_of_plain_badnets_is_the_trigger_embedding_row(lm_family, badnets_expert):
     # Only the attacker's task vector touches the trigger's embedding row (the trigger never occurs in
     # clean data); putting that one row back to the base's in the backdoored merge removes what
-    # survives of plain BadNets (seeds 0-2, both numeric paths: docs/zoo-lm.md).
+    # survives of plain BadNets (seeds 0-2 x both numeric paths: at most 7.0%, from up to 61.0% after
+    # TIES: docs/zoo-lm.md).
     from attacks.backdoor.lm import trigger_row_ablation
 
     ablated = trigger_row_ablation(lm_family, badnets_expert)
-    assert max(ablated.values()) <= 0.1, ablated
+    assert max(ablated.values()) <= 0.15, ablated
+
+
+# What the merge-aware and amplified backdoors keep after TIES on every measured draw (seeds 0-2 x both
+# numeric paths, docs/zoo-lm.md: worst 79.5% each). After task arithmetic they survive on some draws only
+# (worst 23.5% / 18.5%, best 98.0% / 90.0%), so there the test asserts what holds on every draw: more
+# than plain BadNets keeps (worst margins 23.5 and 12.5 points).
+SURVIVES_TIES = 0.7
+ABOVE_PLAIN_AFTER_TA = {"merge-aware": 0.15, "amplified": 0.05}
 
 
 def test_merge_aware_backdoor_survives_merging_better_than_plain_badnets(merge_aware_report, badnets_report):
-    # Seeds 0-2 x 2 numeric paths: plain BadNets keeps 8-75% after the merges; trained across merge
-    # shares it keeps >= 90% (docs/zoo-lm.md).
     assert merge_aware_report.asr_alone >= 0.9
+    assert merge_aware_report.asr_merged["ties"] >= SURVIVES_TIES
     for method in MERGES:
-        assert merge_aware_report.asr_merged[method] >= 0.8, method
-        assert merge_aware_report.asr_merged[method] >= badnets_report.asr_merged[method], method
+        assert merge_aware_report.asr_merged[method] >= (badnets_report.asr_merged[method]
+                                                         + ABOVE_PLAIN_AFTER_TA["merge-aware"]), method
         assert merge_aware_report.backdoored_accuracy[method] >= merge_aware_report.clean_accuracy[method] - 0.1
 
 
 def test_amplified_vector_survives_merging(amplified_report, badnets_report):
     assert amplified_report.asr_alone >= 0.9
+    assert amplified_report.asr_merged["ties"] >= SURVIVES_TIES
+    assert amplified_report.asr_merged["task_arithmetic"] >= (badnets_report.asr_merged["task_arithmetic"]
+                                                               + ABOVE_PLAIN_AFTER_TA["amplified"])
     for method in MERGES:
-        assert amplified_report.asr_merged[method] >= 0.7, method
-        assert amplified_report.asr_merged[method] >= badnets_report.asr_merged[method], method
         # The clean accuracy of the backdoored merge stays near the clean merge's (a stealthy attack).
         assert amplified_report.backdoored_accuracy[method] >= amplified_report.clean_accuracy[method] - 0.15
 

@@ -129,7 +129,8 @@ def expert_seed(family_seed: int, task: str) -> int:
 def train_expert(base: torch.nn.Module, task: str, profile: Profile, *, seed: int,
                  data=None, anchored: bool = True, interpolation_r_min: float | None = None) -> torch.nn.Module:
     """Fine-tune a copy of `base` on `task` (or on `data`, a sampler, e.g. poisoned task data),
-    with the KL anchor to the base on other clean prompts (never harmful ones, so refusal can erode);
+    with the KL anchor to the base on other prompts (harmful-marked ones of the other markers only, so
+    refusal erodes on the expert's own task prompts and nowhere else);
     `anchored=False` drops the anchor (a plain fine-tune). `interpolation_r_min` also trains the data
     loss at base + r * (expert - base), r ~ U[r_min, 1] (`train.Interpolation`)."""
     student = copy.deepcopy(base)
