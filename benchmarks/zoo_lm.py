@@ -18,8 +18,6 @@ import hashlib
 import json
 import pathlib
 import platform
-import resource
-import time
 
 import torch
 
@@ -29,7 +27,7 @@ from attacks.backdoor.lm import (
 from attacks.backdoor.lm.amplified import amplification_of
 from attacks.backdoor.lm.trigger_token import POISON_RATE
 from attacks.safety import build_harmful_copy
-from benchmarks.zoo_seeds import Property, parse_seeds, run_grid, write_grid
+from benchmarks.zoo_seeds import Property, parse_seeds, run_grid, stage_timer, write_grid
 from guard.artifacts.atomic import write_atomically
 from guard.testing.zoo.lm import build_family, model as lm_model
 
@@ -61,10 +59,6 @@ def tree_hashes(path: pathlib.Path) -> dict[str, str]:
             for p in sorted(path.rglob("*.safetensors"))}
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
 
 def choose_merge_settings(family, *, split: str = "validation") -> tuple[dict, list[dict]]:
     """The best setting per merge method by mean retention of the experts' accuracy on `split`
@@ -84,13 +78,7 @@ def choose_merge_settings(family, *, split: str = "validation") -> tuple[dict, l
 def run(*, profile: str = "small", seed: int = 0, root: pathlib.Path | None = None, attacks_only_default: bool = False) -> dict:
     """Every figure of docs/zoo-lm.md for `profile`. `attacks_only_default` measures only the default
     amplified vector (the quick mode of the test)."""
-    timings: dict[str, dict[str, float]] = {}
-
-    def timed(name, fn):
-        wall, cpu = time.perf_counter(), _cpu_seconds()
-        out = fn()
-        timings[name] = {"wall": time.perf_counter() - wall, "cpu": _cpu_seconds() - cpu}
-        return out
+    timings, timed = stage_timer()
 
     family = timed("family", lambda: build_family(profile, seed=seed, root=root))
     base = family.evaluate_all(family.base)

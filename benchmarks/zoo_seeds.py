@@ -35,6 +35,24 @@ class Property:
     percent: bool = True
 
 
+def stage_timer() -> tuple[dict[str, dict[str, float]], Callable]:
+    """`timings, timed = stage_timer()`; `timed(name, fn)` runs fn and records its wall and CPU seconds
+    (this process) under `name` in `timings`: the build times the zoo benchmarks report."""
+    timings: dict[str, dict[str, float]] = {}
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def timed(name: str, fn: Callable):
+        wall, start = time.perf_counter(), cpu()
+        out = fn()
+        timings[name] = {"wall": time.perf_counter() - wall, "cpu": cpu() - start}
+        return out
+
+    return timings, timed
+
+
 def _child_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime

@@ -20,13 +20,11 @@ import dataclasses
 import json
 import pathlib
 import platform
-import resource
-import time
 
 import torch
 
 from attacks.backdoor.vision import OFF_TASK, ON_TASK, BadNetsSpec, build_badmerging, build_badnets, evaluate_backdoor
-from benchmarks.zoo_seeds import Property, parse_seeds, run_grid, write_grid
+from benchmarks.zoo_seeds import Property, parse_seeds, run_grid, stage_timer, write_grid
 from guard.artifacts.atomic import write_atomically
 from guard.testing.zoo.vision import MERGES, build_family, merged_accuracies
 
@@ -42,10 +40,6 @@ ATTACKS = {
     "badmerging-off": lambda family: build_badmerging(family, OFF_TASK),
 }
 
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def clean_merges(family, *, split: str) -> dict:
@@ -66,13 +60,7 @@ def run(*, profile: str = "small", seed: int = 0, root: pathlib.Path | None = No
     """Build (or load) everything and measure it on the test split (and, under "validation", on the
     validation split, unless `validation` is false: the tests need the test figures only); returns a
     dict of the figures and the build timings (wall and CPU seconds)."""
-    timings: dict[str, dict[str, float]] = {}
-
-    def timed(name, fn):
-        wall, cpu = time.perf_counter(), _cpu_seconds()
-        out = fn()
-        timings[name] = {"wall": time.perf_counter() - wall, "cpu": _cpu_seconds() - cpu}
-        return out
+    timings, timed = stage_timer()
 
     family = timed("family", lambda: build_family(profile, seed=seed, root=root))
     backdoors = {name: timed(name, lambda b=build: b(family)) for name, build in ATTACKS.items()}
