@@ -28,7 +28,7 @@ _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
 @click.option("--issuer", default=None, help="The OIDC issuer of --identity.")
 @click.option("--trust-config", "verify_trust_config", type=_FILE, default=None,
               help="Sigstore ClientTrustConfig JSON for --identity (offline verification).")
-@signer_options(key_flag="--sign-key")
+@signer_options(key_flag="--sign-key", chain_flag="--sign-certificate-chain", trust_config_flag="--sign-trust-config")
 @click.option("--unsigned", is_flag=True, help="Write the merged model without a signature or provenance.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision record as JSON.")
 def safe_merge(config: pathlib.Path, out_dir: pathlib.Path, policy: str | None, public_key: pathlib.Path | None,
@@ -71,14 +71,14 @@ def safe_merge(config: pathlib.Path, out_dir: pathlib.Path, policy: str | None, 
 
 
 class _Live:
-    """Checks as they happen, then a progress bar for the merge (stderr, so stdout stays the record)."""
+    """Checks as they happen, then a progress bar for the merge (stdout: stderr carries only the error line)."""
 
     MARKS = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "refuse": "[red]REFUSE[/]", "skip": "[dim]skip[/]"}
 
     def __init__(self) -> None:
         from guard.cli._output import console
 
-        self.console = console(stderr=True)
+        self.console = console()
         self._bar = None
         self._task = None
 
