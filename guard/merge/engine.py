@@ -223,6 +223,11 @@ def run_merge(job: MergeJob, out_dir: str | os.PathLike, *,
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-merge-read")
     largest = max((layout.tensors[n].numel * 4 for n in names), default=0)
     merged_count = done = 0
+    # One thread for the math: the methods work chunk by chunk in cache, where torch's thread pool costs
+    # more than it gains (and spins when the machine is shared); reads and writes run beside it.
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
     try:
         with MergedShards(layout, out_dir, dtypes=output_dtypes(job), metadata=job.metadata,
                           max_pending_bytes=max(largest, 64 << 20)) as shards:
@@ -253,6 +258,7 @@ def run_merge(job: MergeJob, out_dir: str | os.PathLike, *,
             shards.finish()
             output_bytes = shards.total_bytes
     finally:
+        torch.set_num_threads(threads)
         prefetch.shutdown(wait=True)
         readers.close()
     return MergeSummary(method=job.method.name, device=device, tensors=len(names), merged_tensors=merged_count,

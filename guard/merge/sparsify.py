@@ -31,27 +31,28 @@ def _order_key(values: torch.Tensor) -> torch.Tensor:
     return values.view(torch.int64)
 
 
-def _cut(hist: torch.Tensor, k: int) -> tuple[int, int]:
-    """The bucket holding the k-th largest entry, and how many entries lie in higher buckets."""
+def _cut(hist: torch.Tensor, k: int) -> tuple[int, int, int]:
+    """The bucket holding the k-th largest entry, how many entries lie in higher buckets, and in it."""
     from_top = hist.flip(0).cumsum(0)
     j = int(torch.searchsorted(from_top, torch.tensor([k], device=hist.device, dtype=from_top.dtype)))
     bucket = hist.numel() - 1 - j
-    return bucket, int(from_top[j]) - int(hist[bucket])
+    inside = int(hist[bucket])
+    return bucket, int(from_top[j]) - inside, inside
 
 
-def _kth_largest_key(key: torch.Tensor, k: int) -> tuple[int, int]:
-    """(key value of the k-th largest entry, number of entries strictly larger)."""
+def _kth_largest_key(key: torch.Tensor, k: int) -> tuple[int, int, int]:
+    """(key value of the k-th largest entry, entries strictly larger, entries equal to it)."""
     if key.dtype == torch.int16:
         return _cut(torch.bincount(key, minlength=_HI_BUCKETS), k)
     if key.dtype == torch.int32:
         high = key >> 16
-        hi_bucket, above = _cut(torch.bincount(high, minlength=_HI_BUCKETS), k)
+        hi_bucket, above, _ = _cut(torch.bincount(high, minlength=_HI_BUCKETS), k)
         low = key[high == hi_bucket] & 0xFFFF
         del high
-        lo_bucket, above_low = _cut(torch.bincount(low, minlength=_LO_BUCKETS), k - above)
-        return (hi_bucket << 16) | lo_bucket, above + above_low
+        lo_bucket, above_low, ties = _cut(torch.bincount(low, minlength=_LO_BUCKETS), k - above)
+        return (hi_bucket << 16) | lo_bucket, above + above_low, ties
     value = int(torch.kthvalue(key.cpu(), key.numel() - k + 1).values)
-    return value, int((key > value).sum())
+    return value, int((key > value).sum()), int((key == value).sum())
 
 
 def top_k_mask(magnitudes: torch.Tensor, k: int, *, rule: str = "threshold") -> torch.Tensor:
@@ -60,24 +61,21 @@ def top_k_mask(magnitudes: torch.Tensor, k: int, *, rule: str = "threshold") -> 
     n = flat.numel()
     if k >= n:
         return torch.ones(n, dtype=torch.bool, device=flat.device)
-    mask = torch.zeros(n, dtype=torch.bool, device=flat.device)
     if k <= 0:
-        return mask
+        return torch.zeros(n, dtype=torch.bool, device=flat.device)
     if rule == "argsort":
+        mask = torch.zeros(n, dtype=torch.bool, device=flat.device)
         w = flat.float() if flat.device.type == "cpu" else flat
         mask[torch.argsort(w, descending=True)[:k]] = True
         return mask
     if rule != "threshold":
         raise ValueError(f"unknown magnitude mask rule {rule!r}; known: {', '.join(MAGNITUDE_MASKS)}")
     key = _order_key(flat)
-    threshold, above = _kth_largest_key(key, k)
-    torch.gt(key, threshold, out=mask)
-    ties = key == threshold
-    need = k - above
-    if int(ties.sum()) == need:
-        mask |= ties
-    else:
-        mask[ties.nonzero().squeeze(1)[:need]] = True
+    threshold, above, ties = _kth_largest_key(key, k)
+    if above + ties == k:
+        return key >= threshold
+    mask = key > threshold
+    mask[(key == threshold).nonzero().squeeze(1)[:k - above]] = True
     return mask
 
 
@@ -93,6 +91,60 @@ def bottom_excluded_mask(magnitudes: torch.Tensor, keep: int, drop_top: int, *, 
         mask[torch.sort(w, descending=False).indices[bottom:bottom + keep]] = True
         return mask
     return top_k_mask(magnitudes, drop_top + keep, rule=rule) & ~top_k_mask(magnitudes, drop_top, rule=rule)
+
+
+class ChunkedMask:
+    """A sparsified task vector handed out chunk by chunk, each chunk once, in increasing order."""
+
+    def chunk(self, start: int, stop: int) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Precomputed(ChunkedMask):
+    def __init__(self, flat: torch.Tensor):
+        self.flat = flat
+
+    def chunk(self, start: int, stop: int) -> torch.Tensor:
+        return self.flat[start:stop]
+
+
+class ThresholdChunks(ChunkedMask):
+    """The threshold rule applied chunk by chunk: entries above the k-th largest magnitude, and the first
+    `need` entries equal to it in index order (which is why chunks must come in order)."""
+
+    def __init__(self, flat: torch.Tensor, threshold: int, need: int):
+        self.flat, self.threshold, self.need = flat, threshold, need
+
+    def chunk(self, start: int, stop: int) -> torch.Tensor:
+        # int16 arithmetic on the bit patterns (-1 = keep): much cheaper in torch than boolean masks.
+        values = self.flat[start:stop]
+        bits = values.view(torch.int16)
+        key = bits & 0x7FFF  # the magnitude's bit pattern, ordered like |x|
+        keep = (self.threshold - key) >> 15  # -1 where key > threshold
+        if self.need > 0:
+            ties = ~(((key - self.threshold) | (self.threshold - key)) >> 15)  # -1 where key == threshold
+            count = -int(ties.sum())
+            if count <= self.need:
+                keep |= ties
+            else:
+                keep[ties.nonzero().squeeze(1)[:self.need]] = -1
+            self.need -= min(count, self.need)
+        return (bits & keep).view(values.dtype)
+
+
+def magnitude_chunks(flat: torch.Tensor, density: float, *, rule: str = "threshold", rescale: bool = False,
+                     chunk: int = 1 << 18):
+    """`magnitude` of a flat task vector, as chunks where that is cheaper: 16-bit floats with the threshold
+    rule and no rescale get one histogram pass now and their mask chunk by chunk later (in cache);
+    anything else is sparsified whole, here."""
+    if rule != "threshold" or rescale or flat.element_size() != 2 or density >= 1 or density <= 0 or not flat.numel():
+        return magnitude(flat, density, rule=rule, rescale=rescale)
+    k = max(1, int(density * flat.numel()))
+    hist = torch.zeros(_HI_BUCKETS, dtype=torch.int64, device=flat.device)
+    for start in range(0, flat.numel(), chunk):
+        hist += torch.bincount(_order_key(flat[start:start + chunk].abs()), minlength=_HI_BUCKETS)
+    threshold, above, _ = _cut(hist, k)
+    return ThresholdChunks(flat, threshold, k - above)
 
 
 def rescale_l1(tensor: torch.Tensor, masked: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -112,8 +164,7 @@ def magnitude(tensor: torch.Tensor, density: float, *, rule: str = "threshold", 
     if density <= 0 or tensor.numel() == 0:
         return torch.zeros_like(tensor)
     k = max(1, int(density * tensor.numel()))
-    mask = top_k_mask(tensor.abs(), k, rule=rule).reshape(tensor.shape).to(tensor.dtype)
-    masked = tensor * mask  # a product, not a select: zeros keep the sign mergekit gives them
+    masked = torch.where(top_k_mask(tensor.abs(), k, rule=rule).reshape(tensor.shape), tensor, 0)
     return rescale_l1(tensor, masked) if rescale else masked
 
 
@@ -126,8 +177,7 @@ def magnitude_outliers(tensor: torch.Tensor, density: float, gamma: float, *, ru
     keep = int(density * n)
     drop_top = int(gamma * n)
     drop_top = min(drop_top, n - keep)  # the outlier cut shrinks when the density needs it
-    mask = bottom_excluded_mask(tensor.abs(), keep, drop_top, rule=rule).reshape(tensor.shape).to(tensor.dtype)
-    masked = tensor * mask
+    masked = torch.where(bottom_excluded_mask(tensor.abs(), keep, drop_top, rule=rule).reshape(tensor.shape), tensor, 0)
     return rescale_l1(tensor, masked) if rescale else masked
 
 

@@ -88,3 +88,55 @@ def test_threshold_rule_differs_from_mergekit_only_on_ties_at_the_cut(merge_inpu
     total = sum(t.numel() for t in ours.values())
     assert 0 < differing < 0.02 * total  # ties exist in bf16, and they are all there is
     assert _differing(argsort, theirs) == 0
+
+
+@pytest.mark.parametrize("count, shape", [(1, (257, 129)), (2, (257, 129)), (3, (257, 129)), (4, (257, 129)),
+                                          (5, (257, 129)), (2, (700, 1000)), (3, (613, 997))])
+@pytest.mark.parametrize("method", ["ties", "task_arithmetic", "breadcrumbs_ties"])
+def test_tensor_merges_match_mergekit_for_any_number_of_models(method, count, shape):
+    """mergekit 0.1.5's in-memory merge_tensors against guard's, bf16, 1..5 models, mixed weights (some
+    negative, some summing to zero on agreeing subsets: the divisor's special cases)."""
+    from mergekit.merge_methods.api import merge_tensors as mergekit_merge
+
+    from guard.merge.method import TensorGroup
+    from guard.merge.methods import REGISTRY
+
+    gen = torch.Generator().manual_seed(count)
+    base = torch.randn(*shape, generator=gen).bfloat16()  # the larger shapes span several engine chunks
+    models = [(base.float() + 0.05 * torch.randn(base.shape, generator=gen)).bfloat16() for _ in range(count)]
+    models[0][:5] = base[:5]  # zero task vectors: entries that never agree
+    weights = [0.5, -0.5, 0.7, 1.25, 0.3][:count]
+    params = {"weight": weights, "density": 0.4, "gamma": 0.05}
+    params = {k: v for k, v in params.items() if k == "weight" or method != "task_arithmetic"}
+    if method != "breadcrumbs_ties":
+        params.pop("gamma", None)
+    theirs = mergekit_merge([base, *models], method, parameters=params, base_index=0, name="w")
+    spec = REGISTRY.get(method)
+    shared = {k: v for k, v in params.items() if k != "weight"}
+    for rule in ("argsort", "threshold"):
+        group = TensorGroup(name="w", base=base, models=list(models),
+                            model_params=[spec.model_params.model_validate({**shared, "weight": w}) for w in weights],
+                            params=spec.params.model_validate({}), magnitude_mask=rule)
+        ours = spec.merge(group)
+        changed = ours.view(torch.int16) != theirs.view(torch.int16)
+        if rule == "argsort" or method == "task_arithmetic":
+            assert not changed.any()
+        else:  # the tie rule: only entries where some model's magnitude equals a cut of its kept band differ
+            assert bool(_at_a_cut(base, models, method, density=0.4, gamma=0.05)[changed].all())
+
+
+def _at_a_cut(base, models, method, *, density, gamma):
+    """Entries where some model's task-vector magnitude equals the magnitude at an edge of its kept band."""
+    at_cut = torch.zeros(base.shape, dtype=torch.bool)
+    for model in models:
+        magnitude = (model - base).abs().float()
+        ranked = magnitude.reshape(-1).sort(descending=True).values
+        n = ranked.numel()
+        if method == "ties":
+            edges = [ranked[max(1, int(density * n)) - 1]]
+        else:
+            keep, top = int(density * n), min(int(gamma * n), n - int(density * n))
+            edges = [ranked[top + keep - 1]] + ([ranked[top - 1]] if top else [])
+        for edge in edges:
+            at_cut |= magnitude == edge
+    return at_cut

@@ -109,3 +109,20 @@ def test_cli_merge_verify_and_refuse(workspace):
     assert_one_line_error(bad, code=2, contains=("nope.yml",))
     unsigned_choice = run_guard("safe-merge", config, "--out", workspace.root / "x")
     assert_one_line_error(unsigned_choice, code=2, contains=("--unsigned",))
+
+
+def test_verify_provenance_imports_no_torch(merged):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    ws, out = merged
+    code = ("import sys; sys.argv=['guard','verify',sys.argv[1],'--key',sys.argv[2],'--provenance']\n"
+            "from guard.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+            "import json; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch','transformers'))))")
+    result = subprocess.run([sys.executable, "-c", code, str(out), str(ws.public_key)], capture_output=True, text=True,
+                            cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

@@ -4,12 +4,12 @@ magnitudes, elect a sign per entry, average the entries that agree with it (weig
 from __future__ import annotations
 
 from guard.merge.method import MergeMethod
-from guard.merge.sparsify import magnitude
+from guard.merge.sparsify import magnitude_chunks
 from guard.merge.task_vectors import WeightDensity, combine, params_with_defaults
 
 
 def trim_task_vector(delta, params, group, rescale):
-    return magnitude(delta, params.density, rule=group.magnitude_mask, rescale=rescale)
+    return magnitude_chunks(delta, params.density, rule=group.magnitude_mask, rescale=rescale)
 
 
 METHOD = MergeMethod(
