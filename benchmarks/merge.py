@@ -11,9 +11,11 @@ transformers in ~100 MB shards, and two synthetic fine-tunes (every parameter + 
 `guard.testing.factory.synthetic_fine_tune`); each is signed with a fresh key (untimed).
 Per round, interleaved, each a fresh process measured with wait4 (wall, user+sys CPU, peak RSS):
   mergekit-yaml task_arithmetic, guard task_arithmetic (plain merge: the engine on the unverified
-  directories, `python -m benchmarks.merge plain`), mergekit-yaml ties, guard ties, and the full gate:
-  `guard safe-merge` (strict policy: artifact checks, signature verification of every input with the
-  re-hashing copy, MergeLock detection against the base, the merge, provenance, OMS signature).
+  directories, `python -m benchmarks.merge plain`), mergekit-yaml ties, guard ties, and the gate:
+  `guard safe-merge` with probes off, i.e. the strict policy without MergeLock detection (probe P1):
+  artifact checks, signature verification of every input (re-hashing copy), the merge, provenance and
+  OMS signature of the output, fsync. Once, in the last round: `guard safe-merge` under the shipped
+  strict policy, MergeLock detection included.
 Both sides read the same config (weight 0.5 each, density 0.5, dtype bfloat16); mergekit with
 `--no-copy-tokenizer --random-seed 42`. Inputs are read once before the rounds (warm page cache) and
 `sync` runs untimed before each command. Reports medians, ratios (throughput = input bytes / wall
@@ -94,6 +96,19 @@ def sign_models(dirs: list[pathlib.Path], root: pathlib.Path) -> tuple[pathlib.P
     return private, public
 
 
+def write_policy_without_detection(path: pathlib.Path) -> pathlib.Path:
+    """policies/strict.yaml with MergeLock detection off (the gate "with probes off")."""
+    import yaml
+
+    from guard.policy.load import policies_dir
+
+    raw = yaml.safe_load((policies_dir() / "strict.yaml").read_text())
+    raw.update(name="strict-without-mergelock-detection", required_checks=["artifacts", "signature"],
+               mergelock={"action": "off"})
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
 def write_config(method: str, dirs: list[pathlib.Path], path: pathlib.Path) -> pathlib.Path:
     import yaml
 
@@ -156,6 +171,7 @@ def run(*, size: str = "bench", rounds: int = 3, device: str = "cpu", workdir: p
         private, public = sign_models(dirs, root)
         input_bytes = dir_bytes(dirs)
         configs = {m: write_config(m, dirs, root / f"{m}.yml") for m in PARAMS}
+        no_detection = write_policy_without_detection(root / "strict-without-detection.yaml")
         runs: dict[str, list[dict]] = {}
         differences = {}
 
@@ -182,10 +198,11 @@ def run(*, size: str = "bench", rounds: int = 3, device: str = "cpu", workdir: p
                     differences[method] = _difference(g_out, mk_out)
                     shutil.rmtree(mk_out)
                     shutil.rmtree(g_out)
-            gate_out = root / "gate"
-            once("guard safe-merge ties", [sys.executable, "-m", "guard", "safe-merge", str(configs["ties"]), "--out",
-                                           str(gate_out), "--key", str(public), "--sign-key", str(private), "--json"],
-                 gate_out)
+            gate = [sys.executable, "-m", "guard", "safe-merge", str(configs["ties"]), "--out", str(root / "gate"),
+                    "--key", str(public), "--sign-key", str(private), "--json"]
+            once("guard safe-merge ties", gate + ["--policy", str(no_detection)], root / "gate")
+            if last:
+                once("guard safe-merge ties, strict with MergeLock detection", gate, root / "gate")
     med = {label: {k: statistics.median(r[k] for r in rs) for k in ("wall", "cpu", "rss")} for label, rs in runs.items()}
     report = {
         "size": size, "rounds": rounds, "input_bytes": input_bytes, "device": device,
@@ -196,6 +213,8 @@ def run(*, size: str = "bench", rounds: int = 3, device: str = "cpu", workdir: p
         "rss_ratio_ties": med["guard ties"]["rss"] / med["mergekit ties"]["rss"],
         "rss_ratio_task_arithmetic": med["guard task_arithmetic"]["rss"] / med["mergekit task_arithmetic"]["rss"],
         "gate_over_plain_ties": med["guard safe-merge ties"]["wall"] / med["guard ties"]["wall"],
+        "strict_gate_over_plain_ties": (med["guard safe-merge ties, strict with MergeLock detection"]["wall"]
+                                        / med["guard ties"]["wall"]),
         "difference_vs_mergekit": differences,
         "load_average": os.getloadavg(), "cpus": os.cpu_count(),
     }

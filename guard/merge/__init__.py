@@ -14,7 +14,7 @@ Importing this package is cheap; torch loads with the modules that need it.
 
 from __future__ import annotations
 
-import importlib
+from guard._lazy import lazy_attributes
 
 __all__ = ["MergeConfig", "MergeJob", "TensorHook", "load_merge_config", "merge_state_dicts", "merge_tensors",
            "run_merge"]
@@ -30,8 +30,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'guard.merge' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

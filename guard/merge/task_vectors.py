@@ -10,14 +10,20 @@ the same inputs give bit-identical results on CPU (guard's own code; see docs/me
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import pydantic
 import torch
 
-from guard.merge.method import Parameters, TensorGroup
+from guard.merge.method import MergeMethod, Parameters, TensorGroup
 from guard.merge.sparsify import ChunkedMask, Precomputed
+
+
+# A sparsifier gets one full task vector and returns it sparsified, or a `ChunkedMask` that sparsifies
+# it chunk by chunk (guard.merge.sparsify).
+Sparsifier = Callable[[torch.Tensor, Parameters, TensorGroup, bool], Any]
 
 
 class TaskVectorParams(Parameters):
@@ -38,6 +44,16 @@ class WeightDensityGamma(WeightDensity):
     gamma: float = pydantic.Field(default=0.01, ge=0.0, le=1.0, description="fraction of largest entries dropped")
 
 
+def task_vector_method(*, name: str, description: str, reference: str, consensus: bool, normalize: bool,
+                       rescale: bool, sparsify: Sparsifier | None = None,
+                       model_params: type[Parameters] = WeightDensity, random: bool = False) -> MergeMethod:
+    """A member of the family: its sparsifier, whether it elects signs, and its parameter defaults."""
+    return MergeMethod(name=name, description=description, reference=reference,
+                       merge=functools.partial(combine, sparsify=sparsify, consensus=consensus),
+                       params=params_with_defaults(normalize=normalize, rescale=rescale), model_params=model_params,
+                       random=random)
+
+
 def params_with_defaults(*, normalize: bool, rescale: bool) -> type[TaskVectorParams]:
     """TaskVectorParams with the method's own defaults for normalize and rescale."""
     return pydantic.create_model(  # type: ignore[call-overload]
@@ -45,9 +61,6 @@ def params_with_defaults(*, normalize: bool, rescale: bool) -> type[TaskVectorPa
         normalize=(bool, normalize), rescale=(bool, rescale))
 
 
-# A sparsifier gets one full task vector and returns it sparsified, or a `ChunkedMask` that sparsifies
-# it chunk by chunk (guard.merge.sparsify).
-Sparsifier = Callable[[torch.Tensor, Parameters, TensorGroup, bool], Any]
 CHUNK = 1 << 18  # elements per chunk: every intermediate of a chunk stays in cache
 
 

@@ -8,7 +8,9 @@ names every merged file with its sha256 (subjects) and records:
   material of the signer guard trusted (key PEM, trust anchors, or Sigstore identity), its signature
   file, and the lock key id if it was unlocked;
 - runDetails: guard's version, the device, start/finish times, and the decision record (every check).
-The OMS signature (`model.sig`) then covers every file, the provenance included.
+The OMS signature (`model.sig`) covers every other file and records `guard_provenance.json` in its
+ignore list (an attestation beside the model, as OMS verifiers apply that list by themselves); the
+provenance's subjects are exactly the digests that signature covers.
 
 `verify_provenance` checks it all again: the OMS signature over the files, the provenance signature by
 the same signer, each subject against the signed file digests, and, for inputs still at hand, each
@@ -69,7 +71,10 @@ def build_statement(*, subjects: Mapping[str, str], config: dict[str, Any], poli
 def dependency(subject) -> dict[str, Any]:
     """A resolvedDependencies entry for a CheckedInput (guard.pipeline.checks)."""
     annotations: dict[str, Any] = {"role": subject.role, "digest_kind": "OMS root digest (sha256 over file digests)"}
-    entry: dict[str, Any] = {"name": subject.label, "uri": str(subject.source.resolve())}
+    hub = subject.label.startswith("hf:")
+    entry: dict[str, Any] = {"name": subject.label, "uri": subject.label if hub else str(subject.source.resolve())}
+    if hub:
+        annotations["fetched_to"] = str(subject.source.resolve())
     if subject.verification is not None:
         entry["digest"] = {"sha256": subject.verification.root_digest}
         annotations.update(signer=subject.verification.signer, trusted_signer=subject.trusted.name,
@@ -81,6 +86,15 @@ def dependency(subject) -> dict[str, Any]:
         annotations["unlocked_with_lock_key"] = subject.unlocked_with
     entry["annotations"] = annotations
     return entry
+
+
+def signed_digests(signature: pathlib.Path) -> dict[str, str]:
+    """File name -> sha256 from an OMS signature guard has just written (files, sha256)."""
+    from guard.signing.bundle import read_bundle
+    from guard.signing.statement import parse_statement
+
+    manifest = parse_statement(read_bundle(signature).envelope.payload)
+    return {r.name: r.digest for r in manifest.resources}
 
 
 def write_provenance(model_dir: pathlib.Path, statement: bytes, signer) -> pathlib.Path:
@@ -114,7 +128,7 @@ def verify_provenance(model_dir: str | os.PathLike, *, verifier, check_inputs: b
     from guard.signing.verify import verify_model
 
     root = pathlib.Path(model_dir)
-    result = verify_model(root, verifier=verifier)  # every file, the provenance included, as signed
+    result = verify_model(root, verifier=verifier)  # every file but the provenance, as signed
     oms = _signed_statement(root / OMS_SIGNATURE, verifier)
     manifest = parse_statement(json.dumps(oms).encode("utf-8"))
     if manifest.serialization.method != "files" or manifest.serialization.hash_type != "sha256":
@@ -148,7 +162,15 @@ def _check_input(dep: dict, *, check_inputs: bool, input_paths: Mapping) -> dict
     recorded = (dep.get("digest") or {}).get("sha256")
     entry = {"name": name, "role": notes.get("role"), "signer": notes.get("signer"),
              "root_digest": None if recorded is None else f"sha256:{recorded}"}
-    path = pathlib.Path(input_paths.get(name, dep.get("uri", "")))
+    uri = dep.get("uri", "")
+    if name in input_paths:
+        path = pathlib.Path(input_paths[name])
+    elif uri.startswith("hf:"):
+        from guard.pipeline.inputs import cached_dir
+
+        path = cached_dir(uri)  # the Hub revision in guard's cache, if still there (no network)
+    else:
+        path = pathlib.Path(uri)
     if not check_inputs or recorded is None:
         entry["reverified"] = False
         entry["reason"] = "not asked" if not check_inputs else "accepted unsigned at merge time"

@@ -5,8 +5,8 @@
 1. Load the config and the policy (the config's guard.policy, or the given one; default strict).
 2. Merge-level policy checks before any input is read: the method is allowed, the device is allowed,
    a required safety vector is configured, every configured stage exists.
-3. For every input (the base first, then the models in config order): `checks.check_input`. The first
-   refused input stops the run.
+3. For every input (the base first, then the models in config order; `hf:org/name@sha` fetched into
+   guard's cache first, guard.pipeline.inputs): `checks.check_input`. The first refused input stops the run.
 4. The stages' `prepare_merge`; then the streaming merge (guard.merge.run_merge) on the chosen device
    into a staging directory next to OUT. Only now may anything be read onto a GPU.
 5. Every input's files are compared with their fingerprints from before verification: an input
@@ -152,17 +152,16 @@ def _merge_level_checks(policy, config, method, configured) -> list[Check]:
 
 def _check_inputs(config, loaded, trusted, configured, stack, work_dir, add) -> list:
     from guard.pipeline.checks import check_input
+    from guard.pipeline.inputs import resolve_input
 
     checked = []
     base = None
     for ref in config.input_refs():
-        if ref.startswith("hf:"):
-            raise InputError(f"{ref}: Hub inputs need guard's Hub client (guard.hub), which this build lacks; "
-                             f"download the revision and give its directory", rule="hub-unavailable")
+        source = resolve_input(ref).path  # hf:org/name@sha: fetched into guard's cache (once)
         signature = config.guard.signatures.get(ref)
         lock_key = config.guard.lock_keys.get(ref)
         subject = stack.enter_context(check_input(
-            ref, policy=loaded, trusted=trusted, label=ref, role="base" if ref == config.base_model else "model",
+            source, policy=loaded, trusted=trusted, label=ref, role="base" if ref == config.base_model else "model",
             signature=None if signature is None else config.guard_path(signature), base=base,
             lock_key=None if lock_key is None else config.guard_path(lock_key), stages=configured, config=config,
             work_dir=work_dir))
@@ -182,18 +181,18 @@ def _commit(staged: pathlib.Path, out: pathlib.Path, *, record: DecisionRecord, 
 
     output: dict[str, Any] = {"path": str(out)}
     if signer is not None:
-        from guard.pipeline.provenance import build_statement, dependency, write_provenance
+        from guard.pipeline.provenance import PROVENANCE_FILE, build_statement, dependency, signed_digests, write_provenance
         from guard.signing import sign_model
-        from guard.signing.hashing import HashPlan, hash_model
-        from guard.artifacts import list_model_files
 
         signer = signer if hasattr(signer, "sign") else signer()
-        subjects = hash_model(staged, list_model_files(staged), plan=HashPlan(method="files", hash_type="sha256")).digests
-        statement = build_statement(subjects={name: d for name, d in subjects.items()}, config=config.to_json(),
+        # The OMS signature covers every file but the provenance, which is an attestation of its own,
+        # signed by the same signer, naming exactly the digests that signature covers (hashed once).
+        signature = sign_model(staged, signer=signer, ignore_paths=[PROVENANCE_FILE])
+        statement = build_statement(subjects=signed_digests(signature), config=config.to_json(),
                                     policy=loaded.to_json(), inputs=[dependency(c) for c in checked],
                                     record=record.to_json(), device=device, started=record.started)
         output["provenance"] = str(out / write_provenance(staged, statement, signer).name)
-        output["signature"] = str(out / sign_model(staged, signer=signer).name)
+        output["signature"] = str(out / signature.name)
         output["signer"] = signer.describe()
     fsync_tree(staged)
     if out.exists() or out.is_symlink():

@@ -9,7 +9,7 @@ The policy decides; the pipeline (guard.pipeline.checks) applies it to every inp
 
 from __future__ import annotations
 
-import importlib
+from guard._lazy import lazy_attributes
 
 __all__ = ["DEFAULT_POLICY", "LoadedPolicy", "Policy", "TrustedSigner", "load_policy"]
 
@@ -22,8 +22,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'guard.policy' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

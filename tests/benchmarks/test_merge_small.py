@@ -9,7 +9,8 @@ def test_merge_benchmark_small_mode(tmp_path):
 
     report = run(size="small", rounds=1, workdir=tmp_path)
     assert set(report["medians"]) == {"mergekit task_arithmetic", "guard task_arithmetic", "mergekit ties",
-                                      "guard ties", "guard safe-merge ties"}
+                                      "guard ties", "guard safe-merge ties",
+                                      "guard safe-merge ties, strict with MergeLock detection"}
     for numbers in report["medians"].values():
         assert numbers["wall"] > 0 and numbers["cpu"] > 0 and numbers["rss"] > 0
     # the benchmark's two sides compute the same merge: bit-identical task arithmetic; ties differs only on ties

@@ -3,20 +3,14 @@ of each task vector (outliers) and the smallest entries, keeping `density`; then
 
 from __future__ import annotations
 
-from guard.merge.method import MergeMethod
 from guard.merge.sparsify import magnitude_outliers
-from guard.merge.task_vectors import WeightDensityGamma, combine, params_with_defaults
+from guard.merge.task_vectors import WeightDensityGamma, task_vector_method
 
 
 def crumbs(delta, params, group, rescale):
     return magnitude_outliers(delta, params.density, params.gamma, rule=group.magnitude_mask, rescale=rescale)
 
 
-METHOD = MergeMethod(
-    name="breadcrumbs",
-    description="drop outliers and small entries, then task arithmetic",
-    reference="https://arxiv.org/abs/2312.06795",
-    merge=lambda group: combine(group, sparsify=crumbs, consensus=False),
-    params=params_with_defaults(normalize=False, rescale=False),
-    model_params=WeightDensityGamma,
-)
+METHOD = task_vector_method(name="breadcrumbs", description="drop outliers and small entries, then task arithmetic",
+                            reference="https://arxiv.org/abs/2312.06795", sparsify=crumbs, consensus=False,
+                            normalize=False, rescale=False, model_params=WeightDensityGamma)

@@ -4,21 +4,14 @@ arithmetic."""
 
 from __future__ import annotations
 
-from guard.merge.method import MergeMethod
 from guard.merge.sparsify import bernoulli
-from guard.merge.task_vectors import WeightDensity, combine, params_with_defaults
+from guard.merge.task_vectors import task_vector_method
 
 
 def drop(delta, params, group, rescale):
     return bernoulli(delta, params.density, generator=group.generator, rescale=rescale)
 
 
-METHOD = MergeMethod(
-    name="dare_linear",
-    description="random drop and rescale, then task arithmetic",
-    reference="https://arxiv.org/abs/2311.03099",
-    merge=lambda group: combine(group, sparsify=drop, consensus=False),
-    params=params_with_defaults(normalize=False, rescale=True),
-    model_params=WeightDensity,
-    random=True,
-)
+METHOD = task_vector_method(name="dare_linear", description="random drop and rescale, then task arithmetic",
+                            reference="https://arxiv.org/abs/2311.03099", sparsify=drop, consensus=False,
+                            normalize=False, rescale=True, random=True)

@@ -3,20 +3,14 @@ magnitudes, elect a sign per entry, average the entries that agree with it (weig
 
 from __future__ import annotations
 
-from guard.merge.method import MergeMethod
 from guard.merge.sparsify import magnitude_chunks
-from guard.merge.task_vectors import WeightDensity, combine, params_with_defaults
+from guard.merge.task_vectors import task_vector_method
 
 
 def trim_task_vector(delta, params, group, rescale):
     return magnitude_chunks(delta, params.density, rule=group.magnitude_mask, rescale=rescale)
 
 
-METHOD = MergeMethod(
-    name="ties",
-    description="trim to top-density magnitudes, elect signs, disjoint weighted mean",
-    reference="https://arxiv.org/abs/2306.01708",
-    merge=lambda group: combine(group, sparsify=trim_task_vector, consensus=True),
-    params=params_with_defaults(normalize=True, rescale=False),
-    model_params=WeightDensity,
-)
+METHOD = task_vector_method(name="ties", description="trim to top-density magnitudes, elect signs, disjoint weighted mean",
+                            reference="https://arxiv.org/abs/2306.01708", sparsify=trim_task_vector, consensus=True,
+                            normalize=True, rescale=False)
