@@ -177,24 +177,34 @@ def _check_inputs(config, loaded, trusted, configured, stack, work_dir, add) -> 
 
 def _commit(staged: pathlib.Path, out: pathlib.Path, *, record: DecisionRecord, config, loaded, checked, device: str,
             signer) -> dict[str, Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
     from guard.artifacts.writer import fsync_dir, fsync_tree
 
     output: dict[str, Any] = {"path": str(out)}
-    if signer is not None:
-        from guard.pipeline.provenance import PROVENANCE_FILE, build_statement, dependency, signed_digests, write_provenance
-        from guard.signing import sign_model
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-merge-sync")
+    try:
+        # The merged bytes go to disk while they are hashed for the signature (read back from the page cache).
+        syncing = background.submit(fsync_tree, staged)
+        if signer is not None:
+            from guard.pipeline.provenance import (PROVENANCE_FILE, build_statement, dependency, signed_digests,
+                                                   write_provenance)
+            from guard.signing import sign_model
 
-        signer = signer if hasattr(signer, "sign") else signer()
-        # The OMS signature covers every file but the provenance, which is an attestation of its own,
-        # signed by the same signer, naming exactly the digests that signature covers (hashed once).
-        signature = sign_model(staged, signer=signer, ignore_paths=[PROVENANCE_FILE])
-        statement = build_statement(subjects=signed_digests(signature), config=config.to_json(),
-                                    policy=loaded.to_json(), inputs=[dependency(c) for c in checked],
-                                    record=record.to_json(), device=device, started=record.started)
-        output["provenance"] = str(out / write_provenance(staged, statement, signer).name)
-        output["signature"] = str(out / signature.name)
-        output["signer"] = signer.describe()
-    fsync_tree(staged)
+            signer = signer if hasattr(signer, "sign") else signer()
+            # The OMS signature covers every file but the provenance, which is an attestation of its own,
+            # signed by the same signer, naming exactly the digests that signature covers (hashed once).
+            signature = sign_model(staged, signer=signer, ignore_paths=[PROVENANCE_FILE])
+            statement = build_statement(subjects=signed_digests(signature), config=config.to_json(),
+                                        policy=loaded.to_json(), inputs=[dependency(c) for c in checked],
+                                        record=record.to_json(), device=device, started=record.started)
+            output["provenance"] = str(out / write_provenance(staged, statement, signer).name)
+            output["signature"] = str(out / signature.name)
+            output["signer"] = signer.describe()
+        syncing.result()
+    finally:
+        background.shutdown(wait=True)
+    fsync_tree(staged)  # the small files written since; the rest is clean
     if out.exists() or out.is_symlink():
         raise InputError("output appeared while merging", path=out, rule="output-exists")
     staged.chmod(0o755)
