@@ -4,6 +4,7 @@
     python -m benchmarks.merge --rounds 5
     python -m benchmarks.merge --device cuda    # guard's merge on the GPU too (end to end from disk)
     python -m benchmarks.merge --small          # seconds; what tests/benchmarks/test_merge_small.py runs
+    python -m benchmarks.merge verify-cost KEY.pub DIR...   # the gate's verification: hash only vs hash + copy
 
 Models (generated, nothing downloaded): a random-init base `LlamaConfig(hidden 1024, 8 layers, 16 heads,
 4 kv heads, intermediate 2816, vocab 32000, untied lm_head)` = 155.7M parameters in bf16, saved by
@@ -70,6 +71,34 @@ def plain_merge(config_path: str, out: str, device: str = "cpu") -> None:
     job = MergeJob.from_config(config, base=open_model_dir(config.base_model),
                                models=[open_model_dir(m.model) for m in config.experts()], device=device)
     print(json.dumps(run_merge(job, out).to_json()))
+
+
+def verify_cost(public_key: str, dirs: list[str], rounds: int = 2) -> dict:
+    """CPU and wall seconds to verify signed model directories: hashing only (`verify_model`) against the
+    verified-bytes path the gate reads through (`open_verified_model`: hash + private copy), interleaved."""
+    import resource
+
+    from guard.signing import load_verifier, open_verified_model, verify_model
+
+    verifier = load_verifier(public_key=public_key)
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    results: dict[str, list] = {"hash only": [], "hash + copy": []}
+    for _ in range(rounds):
+        for label in results:
+            c0, w0 = cpu(), time.perf_counter()
+            for d in dirs:
+                if label == "hash only":
+                    verify_model(d, verifier=verifier)
+                else:
+                    with open_verified_model(d, verifier=verifier):
+                        pass
+            results[label].append({"cpu": round(cpu() - c0, 3), "wall": round(time.perf_counter() - w0, 3)})
+    return {"dirs": dirs, "bytes": dir_bytes(pathlib.Path(d) for d in dirs), "runs": results,
+            "load_average": os.getloadavg()}
 
 
 def build_models(size: str, root: pathlib.Path) -> list[pathlib.Path]:
@@ -223,6 +252,9 @@ def run(*, size: str = "bench", rounds: int = 3, device: str = "cpu", workdir: p
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "verify-cost":
+        print(json.dumps(verify_cost(argv[1], argv[2:]), indent=2))
+        return
     if argv and argv[0] == "plain":
         parser = argparse.ArgumentParser(prog="benchmarks.merge plain")
         parser.add_argument("config")
