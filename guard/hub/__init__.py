@@ -8,31 +8,17 @@
 
 Downloads go through huggingface_hub with a transport that talks only to the Hub's hosts, under a
 deadline and a byte budget, into a per-download cache directory. Revisions are commit shas only: an
-audit or a merge names the exact bytes it checked. huggingface_hub is imported lazily.
+audit or a merge names the exact bytes it checked. huggingface_hub itself is imported only when a
+function here is called.
 """
 
 from __future__ import annotations
 
-import importlib
+from guard.hub.discussions import post_report
+from guard.hub.download import Fetched, download_revision, list_revision, resolve_revision
+from guard.hub.refs import HubRef, is_hub_ref, parse_hub_ref
+from guard.hub.settings import HubLimits, HubSettings
+from guard.hub.transport import HubLimitExceeded, HubUnavailable
 
-__all__ = ["Fetched", "HubLimits", "HubRef", "HubSettings", "download_revision", "list_revision", "parse_hub_ref",
-           "post_report", "resolve_revision"]
-
-_LAZY = {
-    "HubRef": "guard.hub.refs",
-    "parse_hub_ref": "guard.hub.refs",
-    "HubLimits": "guard.hub.settings",
-    "HubSettings": "guard.hub.settings",
-    "Fetched": "guard.hub.download",
-    "download_revision": "guard.hub.download",
-    "list_revision": "guard.hub.download",
-    "resolve_revision": "guard.hub.download",
-    "post_report": "guard.hub.discussions",
-}
-
-
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'guard.hub' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__all__ = ["Fetched", "HubLimitExceeded", "HubLimits", "HubRef", "HubSettings", "HubUnavailable", "download_revision",
+           "is_hub_ref", "list_revision", "parse_hub_ref", "post_report", "resolve_revision"]

@@ -203,8 +203,11 @@ class FakeHub:
         if isinstance(files, (str, pathlib.Path)):
             root = pathlib.Path(files)
             files = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
-        blobs = {path: make_blob(path=path, source=v) if isinstance(v, pathlib.Path) else make_blob(bytes(v), path=path)
-                 for path, v in files.items()}
+        # Small files are copied now (a test may rewrite one between pushes); large ones are served from disk
+        # and must not change after the push.
+        blobs = {path: (make_blob(v.read_bytes(), path=path) if v.stat().st_size < LFS_MIN_SIZE
+                        else make_blob(path=path, source=v)) if isinstance(v, pathlib.Path)
+                 else make_blob(bytes(v), path=path) for path, v in files.items()}
         with self._lock:
             repo = self.repos.setdefault(repo_id, Repo(repo_id))
             old = repo.refs.get(ref)
