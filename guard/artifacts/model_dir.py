@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from guard.artifacts import index as index_mod
 from guard.artifacts.dtypes import is_parameter_dtype
 from guard.artifacts.config import CONFIG_NAME, ModelConfig, parse_config
-from guard.artifacts.findings import Finding, refused
+from guard.artifacts.findings import Finding, refused, regrade
 from guard.artifacts.paths import list_model_files
 from guard.artifacts.policy import ReadPolicy
 from guard.artifacts.safetensors_header import SafetensorsHeader, TensorInfo
@@ -139,6 +139,7 @@ def open_model_dir(path: str | os.PathLike, *, policy: ReadPolicy | None = None)
         from guard.artifacts.tensors import scan_values
 
         findings.extend(scan_values(model))
+    model.findings = regrade(findings, policy.severities)
     return model
 
 

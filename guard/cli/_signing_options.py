@@ -27,20 +27,22 @@ SIGNER_OPTION_NAMES = ("sign_key", "certificate", "certificate_chain", "sigstore
 _PATH = click.Path(dir_okay=False, path_type=pathlib.Path)
 
 
-def signer_options(*, key_flag: str = "--key"):
-    """Decorator adding the signing-method options; the key option's flag is configurable."""
+def signer_options(*, key_flag: str = "--key", chain_flag: str = "--certificate-chain",
+                   trust_config_flag: str = "--trust-config"):
+    """Decorator adding the signing-method options; flags that a command also uses for verification
+    (safe-merge) are configurable."""
     options = [
         click.option(key_flag, "sign_key", type=_PATH, default=None,
                      help="EC private key (PEM) for the key method, or the certificate's key."),
         click.option("--certificate", type=_PATH, default=None,
                      help="Signing certificate (PEM) matching the key: certificate method."),
-        click.option("--certificate-chain", "certificate_chain", type=_PATH, multiple=True,
+        click.option(chain_flag, "certificate_chain", type=_PATH, multiple=True,
                      help="Intermediate certificates to embed (PEM; repeatable)."),
         click.option("--sigstore", is_flag=True, help="Keyless Sigstore signing (needs network and an OIDC identity)."),
         click.option("--identity-token", default=None,
                      help="OIDC identity token for --sigstore (default: $SIGSTORE_ID_TOKEN, ambient, or browser)."),
         click.option("--staging", is_flag=True, help="Use Sigstore's staging instance (testing only)."),
-        click.option("--trust-config", "trust_config", type=_PATH, default=None,
+        click.option(trust_config_flag, "trust_config", type=_PATH, default=None,
                      help="Sigstore ClientTrustConfig JSON (private instance)."),
         click.option("--passphrase-env", default=DEFAULT_PASSPHRASE_ENV, show_default=True,
                      help="Environment variable holding the private key's passphrase."),
