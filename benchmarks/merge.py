@@ -113,7 +113,7 @@ def build_models(size: str, root: pathlib.Path) -> list[pathlib.Path]:
 
 def sign_models(dirs: list[pathlib.Path], root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     from guard.signing import keys, load_signer, sign_model
-    from guard.signing.bundle import write_atomically
+    from guard.artifacts.atomic import write_atomically
 
     key = keys.generate_private_key("p256")
     private, public = root / "publisher.key", root / "publisher.pub"
