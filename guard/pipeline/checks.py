@@ -16,9 +16,10 @@ In order, stopping at the first refusal (later checks are recorded as skipped):
    or unlocked when a lock key is given.
 4. stages: each configured stage's `check_input` (probes; see guard.pipeline.stages).
 
-The input's files are fingerprinted (device, inode, size, mtime, ctime) before verification;
-`subject.changed_files()` says which changed since, so a caller can refuse an input swapped after it
-was verified. Everything staged is removed when the context exits.
+The input's files are fingerprinted before verification (guard.artifacts.identity.file_identity: device,
+inode, ctime, mtime, size of each name, not following symlinks); `subject.changed_files()` says which
+changed since, so a caller can refuse an input swapped after it was verified. Everything staged is
+removed when the context exits.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class CheckedInput:
         return any(c.verdict == "refuse" for c in self.checks)
 
     def changed_files(self) -> list[str]:
-        """Files whose identity (device, inode, size, mtime, ctime) changed since the checks, or that vanished."""
+        """Files whose identity (guard.artifacts.identity) changed since the checks, or that vanished."""
         return sorted(rel for rel, before in self.fingerprints.items() if _fingerprint(self.source / rel) != before)
 
     def to_json(self) -> dict[str, Any]:
@@ -73,11 +74,12 @@ class CheckedInput:
 
 
 def _fingerprint(path: pathlib.Path) -> tuple[int, ...]:
+    from guard.artifacts.identity import file_identity
+
     try:
-        st = os.stat(path, follow_symlinks=False)
+        return file_identity(os.lstat(path))
     except OSError:
         return ()
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def read_policy_for(policy) -> Any:
@@ -116,9 +118,10 @@ def _add(subject: CheckedInput, check: str, verdict: str, message: str, **fields
 def _artifacts(subject: CheckedInput, *, policy, **_) -> None:
     from guard.artifacts import open_model_dir
 
-    if not subject.source.is_dir():
-        raise InputError("no such model directory" if not subject.source.exists() else "not a directory",
-                         path=subject.source, rule="path-not-found")
+    if not subject.source.is_dir():  # a merge input is a model directory (config, shards), never a single file
+        exists = subject.source.exists()
+        raise InputError("not a directory (a merge input is a model directory)" if exists else "no such model directory",
+                         path=subject.source, rule="path-not-directory" if exists else "path-not-found")
     from guard.artifacts import list_model_files
 
     subject.fingerprints = {rel: _fingerprint(subject.source / rel) for rel in list_model_files(subject.source)}

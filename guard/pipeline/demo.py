@@ -144,7 +144,7 @@ def _consumer_steps(workdir, base_dir, expert_dirs, protected_dir, tampered, loc
 
     def gate(name: str, experts, **guard_section):
         return safe_merge(config(f"{name}.yml", experts, **guard_section), workdir / name,
-                          verifier_options={"key": public_key}, signer=signer)
+                          verifier_options={"public_key": public_key}, signer=signer)
 
     merged = gate("merged", expert_dirs)
     passed = sum(c.verdict == "pass" for c in merged.checks)

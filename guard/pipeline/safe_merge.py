@@ -1,6 +1,6 @@
 """The safe-merge job: policy gate, per-input checks, streaming merge, signed provenance, atomic output.
 
-    record = safe_merge("merge.yml", "out/", policy=None, verifier_options={"key": "pub.pem"}, signer=signer)
+    record = safe_merge("merge.yml", "out/", policy=None, verifier_options={"public_key": "pub.pem"}, signer=signer)
 
 1. Load the config and the policy (the config's guard.policy, or the given one; default strict).
 2. Merge-level policy checks before any input is read: the method is allowed, the device is allowed,
