@@ -10,7 +10,8 @@
 4. The stages' `prepare_merge`; then the streaming merge (guard.merge.run_merge) on the chosen device
    into a staging directory next to OUT. Only now may anything be read onto a GPU.
 5. Every input's files are compared with their fingerprints from before verification: an input
-   swapped or rewritten meanwhile refuses the run.
+   swapped or rewritten meanwhile refuses the run (an input read in place, see
+   guard.signing.open_verified_model, also stops the merge at the first read of such a file).
 6. Provenance (guard_provenance.json, signed) and the OMS signature (model.sig) are written into the
    staging directory (guard.artifacts.atomic.atomic_directory), which is fsynced and renamed to OUT.
 Refused: the record says why (verdict "refused") and nothing is at OUT. Bad input raises InputError.
@@ -24,6 +25,7 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from guard.artifacts.identity import RULE_CHANGED
 from guard.errors import InputError
 from guard.pipeline.decision import Check, DecisionRecord
 
@@ -97,11 +99,19 @@ def safe_merge(config_path: str | os.PathLike, out: str | os.PathLike, *, policy
         try:
             with atomic_directory(out) as staged:  # OUT appears only when everything below succeeded
                 job.metadata = {"guard.merge_method": method.name}
-                summary = run_merge(job, staged, progress=progress)
-                record.merge = summary.to_json()
-                add(Check("merge", "pass", f"{method.name} on {summary.device}: {summary.merged_tensors} of "
-                                           f"{summary.tensors} tensors merged, {summary.output_bytes} bytes written",
-                          value=summary.seconds))
+                try:
+                    summary = run_merge(job, staged, progress=progress)
+                except InputError as exc:
+                    # An input read in place refuses a file that is no longer the one verified (file-changed);
+                    # the check below names it. Anything else is what it says.
+                    if exc.rule != RULE_CHANGED or not any(subject.changed_files() for subject in checked):
+                        raise
+                    summary = None
+                else:
+                    record.merge = summary.to_json()
+                    add(Check("merge", "pass", f"{method.name} on {summary.device}: {summary.merged_tensors} of "
+                                               f"{summary.tensors} tensors merged, {summary.output_bytes} bytes "
+                                               "written", value=summary.seconds))
                 for subject in checked:
                     changed = subject.changed_files()
                     add(Check("unchanged-after-verification", "refuse" if changed else "pass",
