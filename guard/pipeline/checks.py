@@ -51,6 +51,7 @@ class CheckedInput:
     verification: Any = None  # guard.signing.VerificationResult
     trusted: Any = None  # the TrustedVerifier that accepted the signature
     unlocked_with: str | None = None  # lock key id
+    detection: Any = None  # guard.lock.detect.LockSignature, when MergeLock detection ran (measurements, per layer)
     fingerprints: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -214,13 +215,17 @@ def _mergelock(subject: CheckedInput, *, policy, base, lock_key, stack, work_dir
                                                                          "for the declaration)"), declared, None
     else:
         from guard.lock.detect import detect_model_dir
+        from guard.pipeline.inspect import require_same_architecture
 
         try:
+            if base is not None:
+                require_same_architecture(model, base.model)
             found = detect_model_dir(model, None if base is None else base.model)
         except InputError as exc:
             _add(subject, "mergelock", "refuse" if required else "warn",
                  f"MergeLock detection could not run: {exc.message}", rule=exc.rule)
             return
+        subject.detection = found
         flagged, rule, message = found.flagged, found.rule, found.message
         m = found.measurements
         if "attention_distance_median" in m:
