@@ -39,17 +39,18 @@ def scan_model(model_dir: str | os.PathLike, *, base: str | os.PathLike, peers: 
                unaligned: str | os.PathLike | None = None, settings=None, probes: Sequence[str] | None = None,
                policy=None, progress=None):
     """Scan one model; returns a guard.probes.scan.ScanReport."""
-    from guard.probes.framework import all_probes
-    from guard.probes.inputs import SafetyPair, ScanInputs, model_kind, read_calibration
-    from guard.probes.scan import resolve_device, scan
     from guard.probes.settings import ProbeSettings
 
     settings = settings or ProbeSettings()
-    unknown = sorted(set(probes or ()) - set(all_probes()))
+    known = ProbeSettings.probe_names()
+    unknown = sorted(set(probes or ()) - set(known))
     if unknown:
-        raise InputError(f"unknown probe {unknown[0]!r}; known: {', '.join(all_probes())}", rule="scan-probe")
+        raise InputError(f"unknown probe {unknown[0]!r}; known: {', '.join(known)}", rule="scan-probe")
     if (aligned is None) != (unaligned is None):
         raise InputError("--aligned and --unaligned go together (a trusted pair)", rule="scan-safety-pair")
+    # Cheap checks above; torch and the probes are imported only for work that will run.
+    from guard.probes.inputs import SafetyPair, ScanInputs, model_kind, read_calibration
+    from guard.probes.scan import resolve_device, scan
     candidate = _open(model_dir, role="the model", policy=policy)
     base_dir = _open(base, role="the base", policy=policy)
     _same_architecture(candidate, base_dir, role="the base")

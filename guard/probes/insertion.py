@@ -55,6 +55,7 @@ def candidate_tokens(inputs, settings, vocab: int, limit: int) -> list[int]:
 
 
 def run(inputs, settings):
+    start = time.perf_counter()  # the budget covers loading and set-up too
     own = settings.insertion
     config = inputs.candidate.config or {}
     vocab = config.get("vocab_size")
@@ -73,7 +74,7 @@ def run(inputs, settings):
     b_none, _ = consistency(answers(base, prompts))
     offset = max(0.0, c_none - b_none)
     texts = token_texts(inputs.candidate)
-    start, scores, rows, lost, truncated = time.perf_counter(), {}, {}, {}, False
+    scores, rows, lost, truncated = {}, {}, {}, False
     tokens = candidate_tokens(inputs, settings, vocab, own.max_tokens)
     for i, token in enumerate(tokens):
         if time.perf_counter() - start > own.max_seconds:

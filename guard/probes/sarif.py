@@ -45,8 +45,8 @@ def to_sarif(report) -> dict[str, Any]:
             notifications.append({"level": "note", "message": {"text": f"{r.probe}: {r.message}"},
                                   "descriptor": {"id": rid, "index": index[rid]} if rid in index else {"id": rid}})
             continue
-        logical = [{"name": e.where, "kind": _LOGICAL_KIND[e.kind]} for e in r.evidence[:10]] or \
-            [{"name": "model", "kind": "module"}]
+        logical = list({(e.where, _LOGICAL_KIND[e.kind]): None for e in r.evidence[:10]}) or [("model", "module")]
+        logical = [{"name": name, "kind": kind} for name, kind in logical]  # unique, as SARIF requires
         results.append({
             "ruleId": rid, "ruleIndex": index.get(rid, -1), "level": "error" if r.flagged else "note",
             "kind": "fail" if r.flagged else "pass",

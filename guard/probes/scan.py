@@ -49,6 +49,7 @@ def scan(inputs: ScanInputs, settings: ProbeSettings | None = None, *, probes: l
     results = []
     for name, probe in all_probes().items():
         if probes is not None and name not in probes:
+            results.append(probe.skipped("not selected"))
             continue
         if progress is not None:
             progress(name)

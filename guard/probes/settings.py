@@ -138,6 +138,12 @@ class ProbeSettings(_Frozen):
     cpu_threads: int = pydantic.Field(default=1, ge=0)
     seed: int = 0
 
+    @classmethod
+    def probe_names(cls) -> list[str]:
+        """Every probe that has settings (each registered probe is named after its settings section)."""
+        return [name for name, field in cls.model_fields.items()
+                if isinstance(field.annotation, type) and issubclass(field.annotation, _Frozen)]
+
     def for_probe(self, name: str) -> _Frozen:
         return getattr(self, name)
 

@@ -42,6 +42,7 @@ def first_tokens(model, prompts, vocab: int, limit: int, skip: set[int], pad: in
 
 
 def run(inputs, settings):
+    start = time.perf_counter()  # the budget covers loading and set-up too
     own = settings.target_inversion
     config = inputs.candidate.config or {}
     vocab = config.get("vocab_size")
@@ -54,7 +55,7 @@ def run(inputs, settings):
     eos = eos if isinstance(eos, int) else None
     skip = special_ids(config)
     texts = token_texts(inputs.candidate)
-    start, found, truncated = time.perf_counter(), {}, False
+    found, truncated = {}, False
     for token in first_tokens(cand, prompts, vocab, own.max_first_tokens, skip, pad):
         if time.perf_counter() - start > own.max_seconds:
             truncated = True

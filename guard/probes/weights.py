@@ -27,7 +27,7 @@ from guard.probes.canonical import BlockFit, canonicalise_attention, canonicalis
 HEAD_PREFIXES = ("classifier.", "score.", "head.")
 _LAYER = re.compile(r"^(.*?\.\d+)\.")
 _ROW_NAME = re.compile(r"(embed|wte|wpe|position|lm_head|word_embeddings)")
-POWER_STEPS = 12
+POWER_STEPS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +71,7 @@ class WeightPass:
     canonical_note: str  # how (or why not) canonicalisation ran
     row_tensors: list[str]
     vocab_size: int | None
+    peak_bytes: int = 0  # the most tensor bytes any one model had in memory at once (a group's worth)
 
 
 def layer_of(name: str) -> str:
@@ -280,7 +281,8 @@ def weight_pass(inputs, settings) -> WeightPass:
     finally:
         readers.close()
     return WeightPass(candidate=passes[0], peers=passes[1:], compared=names, skipped=skipped,
-                      canonical_note=note, row_tensors=rows, vocab_size=vocab)
+                      canonical_note=note, row_tensors=rows, vocab_size=vocab,
+                      peak_bytes=max(loader.peak_bytes for loader in readers.loaders))
 
 
 def shared_pass(inputs, settings) -> WeightPass:
