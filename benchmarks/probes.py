@@ -121,11 +121,14 @@ def run(*, calibration_seeds: list[int], held_out_seeds: list[int], small: bool 
     settings = all_enabled(small_settings() if small else ProbeSettings())
     work = pathlib.Path(tempfile.mkdtemp(prefix="guard-probes-bench-"))
     cached = json.loads(scores_path.read_text()) if scores_path is not None and scores_path.is_file() else {}
+    cached = {k.split("|", 1)[1] if k.startswith(("calibration|", "held-out|")) else k: v for k, v in cached.items()}
     rows, shared = [], {}
-    plan = [(c, "calibration") for c in all_cases(calibration_seeds, work=work, families=families, variants=False)]
-    plan += [(c, "held-out") for c in all_cases(held_out_seeds, work=work, families=families, variants=not small)]
+    plan = [(c, "calibration") for c in all_cases(calibration_seeds, work=work, families=families, variants=False,
+                                                  small=small)]
+    plan += [(c, "held-out") for c in all_cases(held_out_seeds, work=work, families=families, variants=not small,
+                                               small=small)]
     for case, role in plan:
-        key = f"{role}|{case.family}|{case.seed}|{case.name}"
+        key = f"{case.family}|{case.seed}|{case.name}"  # a score does not depend on the seed's role
         if key not in cached:
             start = time.process_time()
             cached[key] = {"scores": scan_case(case, settings, shared), "cpu_seconds": time.process_time() - start}
@@ -160,6 +163,7 @@ def small_settings():
     return settings.model_copy(update={
         "patch_inversion": settings.patch_inversion.model_copy(update={"locations": ("bottom-right",), "steps": 15,
                                                                        "max_images": 24}),
+        "max_margin": settings.max_margin.model_copy(update={"steps": 10, "restarts": 2}),
         "insertion": settings.insertion.model_copy(update={"max_prompts": 16, "max_tokens": 12}),
         "target_inversion": settings.target_inversion.model_copy(update={"max_prompts": 8, "max_first_tokens": 6})})
 

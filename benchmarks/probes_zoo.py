@@ -138,21 +138,21 @@ def lm_trusted_unaligned(family) -> pathlib.Path:
     return cached_build("probes-lm-unaligned", {"version": 1, "family": family.spec()}, build)
 
 
-def lm_cases(seed: int, *, work: pathlib.Path, variants: bool) -> list[Case]:
+def lm_cases(seed: int, *, work: pathlib.Path, variants: bool, pair: bool = True) -> list[Case]:
     from attacks.backdoor.lm import build_amplified_expert, build_badnets_expert
     from attacks.safety import build_harmful_copy
     from guard.testing.zoo.lm import build_family
 
     family = build_family("small", seed=seed)
-    unaligned = lm_trusted_unaligned(family)
+    unaligned = lm_trusted_unaligned(family) if pair else None
     work.mkdir(parents=True, exist_ok=True)
 
     def case(name, label, model, task, **extra):
         peers = tuple(p for t, p in family.experts.items() if t != task)
         tasks = (task,) if task is not None else tuple(family.experts)
         calib = lm_calibration(family, tasks, out=work / f"lm-{seed}-{task or 'all'}.safetensors")
-        return Case("lm", seed, name, label, pathlib.Path(model), family.base, peers, calib, family.base, unaligned,
-                    **extra)
+        return Case("lm", seed, name, label, pathlib.Path(model), family.base, peers, calib,
+                    family.base if pair else None, unaligned, **extra)
 
     badnets = build_badnets_expert(family, task=LM_ATTACKER)
     cases = [case(f"clean:{task}", 0, path, task) for task, path in family.experts.items()]
@@ -259,12 +259,17 @@ def vision_cases(seed: int, *, variants: bool) -> list[Case]:
     return cases
 
 
+SMALL_CASES = ("clean:sort", "clean:reverse", "badnets", "mergelock:clean", "clean:digit_rot90",
+               "clean:digit_inverted", "badmerging-on")
+
+
 def all_cases(seeds: list[int], *, work: pathlib.Path, families: tuple[str, ...] = ("vision", "lm"),
-              variants: bool = True) -> list[Case]:
+              variants: bool = True, small: bool = False) -> list[Case]:
+    """Every case of `seeds`; `small`: a handful of them, without the trusted pair (the tests' smoke run)."""
     cases = []
     for seed in seeds:
         if "lm" in families:
-            cases += lm_cases(seed, work=work, variants=variants)
+            cases += lm_cases(seed, work=work, variants=variants and not small, pair=not small)
         if "vision" in families:
-            cases += vision_cases(seed, variants=variants)
-    return cases
+            cases += vision_cases(seed, variants=variants and not small)
+    return [c for c in cases if c.name in SMALL_CASES] if small else cases

@@ -79,18 +79,19 @@ def run(inputs, settings):
     scores = row_scores(inputs, settings)
     texts = token_texts(inputs.candidate)
     tokens = set(token_rows(inputs, settings))
-    evidence, series, best = [], [], (0.0, "", -1)
+    rows, series = [], []
     for name, values in scores.items():
         kind = "token" if name in tokens else "position"
-        order = np.argsort(-values)
-        for i in order[:3]:
-            label = f"{kind} {int(i)}" + (f" {texts[int(i)]!r}" if kind == "token" and int(i) in texts else "")
-            evidence.append(Evidence(kind=kind, where=f"{name}[{int(i)}]", value=round(float(values[i]), 3),
-                                     detail=f"{label}: moved {wp.candidate.stats[name].rows[i]:.3g}"))
-        if values[order[0]] > best[0]:
-            best = (float(values[order[0]]), name, int(order[0]))
+        rows += [(float(values[i]), name, int(i), kind) for i in np.argsort(-values)[:3]]
         series.append(Series(title=f"row outlier score, {name}", labels=[str(i) for i in range(len(values))],
                              values=[float(v) for v in values], threshold=own.threshold))
+    rows.sort(key=lambda r: -r[0])
+    evidence = []
+    for value, name, i, kind in rows[:6]:
+        label = f"{kind} {i}" + (f" {texts[i]!r}" if kind == "token" and i in texts else "")
+        evidence.append(Evidence(kind=kind, where=f"{name}[{i}]", value=round(value, 3),
+                                 detail=f"{label}: moved {wp.candidate.stats[name].rows[i]:.3g}"))
+    best = rows[0][:3]
     score, name, row = best
     text = f" ({texts[row]!r})" if name in tokens and row in texts else ""
     message = (f"row {row}{text} of {name} moved {score:.3g} x what any of {len(wp.peers)} peers moved it"
