@@ -114,21 +114,26 @@ def evaluate(rows: list[dict], thresholds: dict[str, float], in_decision: list[s
 
 
 def run(*, calibration_seeds: list[int], held_out_seeds: list[int], small: bool = False,
-        families: tuple[str, ...] = ("vision", "lm"), scores_path: pathlib.Path | None = None) -> dict:
+        families: tuple[str, ...] = ("vision", "lm"), scores_path: pathlib.Path | None = None,
+        thresholds: dict[str, float] | None = None) -> dict:
+    """Scan, calibrate (unless `thresholds` are given: e.g. those of a run on another numeric path) and
+    evaluate."""
     from guard.probes.framework import all_probes
     from guard.probes.settings import ProbeSettings
 
     settings = all_enabled(small_settings() if small else ProbeSettings())
     work = pathlib.Path(tempfile.mkdtemp(prefix="guard-probes-bench-"))
     cached = json.loads(scores_path.read_text()) if scores_path is not None and scores_path.is_file() else {}
+    path = numeric_path()
     cached = {k.split("|", 1)[1] if k.startswith(("calibration|", "held-out|")) else k: v for k, v in cached.items()}
+    cached = {k if k.count("|") == 3 else f"{path}|{k}": v for k, v in cached.items()}  # older files: this path
     rows, shared = [], {}
     plan = [(c, "calibration") for c in all_cases(calibration_seeds, work=work, families=families, variants=False,
                                                   small=small)]
     plan += [(c, "held-out") for c in all_cases(held_out_seeds, work=work, families=families, variants=not small,
                                                small=small)]
     for case, role in plan:
-        key = f"{case.family}|{case.seed}|{case.name}"  # a score does not depend on the seed's role
+        key = f"{path}|{case.family}|{case.seed}|{case.name}"  # a score does not depend on the seed's role
         if key not in cached:
             start = time.process_time()
             cached[key] = {"scores": scan_case(case, settings, shared), "cpu_seconds": time.process_time() - start}
@@ -137,7 +142,7 @@ def run(*, calibration_seeds: list[int], held_out_seeds: list[int], small: bool 
         rows.append({"role": role, "family": case.family, "seed": case.seed, "name": case.name, "label": case.label,
                      "held_out_variant": case.held_out_variant, **cached[key]})
     calibration = [r for r in rows if r["role"] == "calibration"]
-    thresholds = calibrate(calibration, list(all_probes()))
+    thresholds = thresholds or calibrate(calibration, list(all_probes()))
     stored = {p: ProbeSettings().for_probe(p).threshold for p in thresholds}
     in_decision = [p for p in thresholds if ProbeSettings().for_probe(p).enabled]
     held = [r for r in rows if r["role"] == "held-out"]
@@ -145,7 +150,15 @@ def run(*, calibration_seeds: list[int], held_out_seeds: list[int], small: bool 
             "thresholds": thresholds, "stored_thresholds": stored, "in_decision": in_decision,
             "calibration_evaluation": evaluate(calibration, thresholds, in_decision),
             "evaluation": evaluate(held, thresholds, in_decision),
-            "rows": rows, "machine": f"{platform.machine()}, {platform.python_version()}"}
+            "rows": rows, "machine": f"{platform.machine()}, Python {platform.python_version()}, {path}"}
+
+
+def numeric_path() -> str:
+    """The CPU kernel path torch takes (ATEN_CPU_CAPABILITY selects another): zoo builds and scores differ
+    by it, so cached scores are keyed by it."""
+    import torch
+
+    return f"cpu-{torch.backends.cpu.get_cpu_capability()}" if not torch.cuda.is_available() else "cuda"
 
 
 def all_enabled(settings):
@@ -249,19 +262,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=pathlib.Path)
     parser.add_argument("--svg", type=pathlib.Path)
     parser.add_argument("--scores", type=pathlib.Path, help="JSON file of per-case scores, reused when it exists")
+    parser.add_argument("--save", type=pathlib.Path, help="write the result (thresholds, evaluation) as JSON")
+    parser.add_argument("--thresholds", type=pathlib.Path,
+                        help="a saved result whose thresholds to use instead of calibrating (no calibration seeds)")
     args = parser.parse_args(argv)
     seeds = lambda text: [int(s) for s in text.split(",") if s]  # noqa: E731
     cal, held = (seeds(args.calibration_seeds), seeds(args.held_out_seeds))
     if args.small:
         cal = held = [0]
+    given = json.loads(args.thresholds.read_text())["thresholds"] if args.thresholds else None
+    if given is not None:
+        cal = []
     overlap = set(cal) & set(held)
     if overlap and not args.small:
         parser.error(f"seeds {sorted(overlap)} are in both roles")
     result = run(calibration_seeds=cal, held_out_seeds=held, small=args.small,
-                 families=tuple(args.families.split(",")), scores_path=args.scores)
+                 families=tuple(args.families.split(",")), scores_path=args.scores, thresholds=given)
     text = markdown(result)
     from guard.signing.bundle import write_atomically
 
+    if args.save:
+        write_atomically(args.save, json.dumps(result, indent=1, default=str))
     if args.out:
         write_atomically(args.out, text)
     if args.svg:
