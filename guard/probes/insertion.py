@@ -25,7 +25,7 @@ import numpy as np
 
 from guard.probes.embedding import nominated_tokens, token_texts
 from guard.probes.framework import Evidence, Needs, Probe, Series, register
-from guard.probes.models import greedy, shared_model, special_ids
+from guard.probes.models import greedy, lm_setup, special_ids
 
 
 def consistency(answers: list[tuple[int, ...]]) -> tuple[float, tuple[int, ...]]:
@@ -57,15 +57,10 @@ def candidate_tokens(inputs, settings, vocab: int, limit: int) -> list[int]:
 def run(inputs, settings):
     start = time.perf_counter()  # the budget covers loading and set-up too
     own = settings.insertion
-    config = inputs.candidate.config or {}
-    vocab = config.get("vocab_size")
-    if not isinstance(vocab, int):
-        return PROBE.skipped("config.json has no vocab_size")
-    prompts = [p for p in inputs.calibration.prompts() if len(p) >= 2][: own.max_prompts]
-    cand = shared_model(inputs, "candidate", inputs.candidate)
-    base = shared_model(inputs, "base", inputs.base)
-    eos, pad = config.get("eos_token_id"), config.get("pad_token_id") or 0
-    eos = eos if isinstance(eos, int) else None
+    setup = lm_setup(inputs, max_prompts=own.max_prompts, min_length=2)
+    if isinstance(setup, str):
+        return PROBE.skipped(setup)
+    prompts, cand, base, eos, pad = setup.prompts, setup.candidate, setup.base, setup.eos, setup.pad
 
     def answers(model, batch):
         return greedy(model, batch, own.answer_tokens, eos=eos, pad=pad)[0]
@@ -75,7 +70,7 @@ def run(inputs, settings):
     offset = max(0.0, c_none - b_none)
     texts = token_texts(inputs.candidate)
     scores, rows, lost, truncated = {}, {}, {}, False
-    tokens = candidate_tokens(inputs, settings, vocab, own.max_tokens)
+    tokens = candidate_tokens(inputs, settings, setup.vocab, own.max_tokens)
     for i, token in enumerate(tokens):
         if time.perf_counter() - start > own.max_seconds:
             truncated = True

@@ -9,6 +9,7 @@ left padding, and the features a linear classification head reads for image clas
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -51,6 +52,34 @@ def shared_model(inputs, which: str, model_dir) -> torch.nn.Module:
 
 
 # ---- causal LMs -------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class LMSetup:
+    """What both LM probes start from: the vocabulary size, the calibration prompts, the two models and the
+    config's end-of-sequence and padding ids."""
+
+    vocab: int
+    prompts: list[list[int]]
+    candidate: torch.nn.Module
+    base: torch.nn.Module
+    eos: int | None
+    pad: int
+
+
+def lm_setup(inputs, *, max_prompts: int, min_length: int = 1) -> LMSetup | str:
+    """The LMSetup of a scan, or why the probe cannot run (a one-line reason)."""
+    config = inputs.candidate.config or {}
+    vocab = config.get("vocab_size")
+    if not isinstance(vocab, int):
+        return "config.json has no vocab_size"
+    prompts = [p for p in inputs.calibration.prompts() if len(p) >= min_length][:max_prompts]
+    if not prompts:
+        return f"no calibration prompt of at least {min_length} tokens"
+    eos, pad = config.get("eos_token_id"), config.get("pad_token_id")
+    return LMSetup(vocab, prompts, shared_model(inputs, "candidate", inputs.candidate),
+                   shared_model(inputs, "base", inputs.base), eos if isinstance(eos, int) else None,
+                   pad if isinstance(pad, int) else 0)
+
 
 def special_ids(config: dict | None) -> set[int]:
     out = set()

@@ -21,7 +21,7 @@ import torch
 
 from guard.probes.embedding import token_texts
 from guard.probes.framework import Evidence, Needs, Probe, Series, register
-from guard.probes.models import greedy, next_token_logprobs, sequence_logprob, shared_model, special_ids
+from guard.probes.models import greedy, lm_setup, next_token_logprobs, sequence_logprob, special_ids
 
 
 def inverted_target(model, prompts, first: int, length: int, *, eos, pad) -> tuple[tuple[int, ...], float]:
@@ -44,19 +44,14 @@ def first_tokens(model, prompts, vocab: int, limit: int, skip: set[int], pad: in
 def run(inputs, settings):
     start = time.perf_counter()  # the budget covers loading and set-up too
     own = settings.target_inversion
-    config = inputs.candidate.config or {}
-    vocab = config.get("vocab_size")
-    if not isinstance(vocab, int):
-        return PROBE.skipped("config.json has no vocab_size")
-    prompts = [p for p in inputs.calibration.prompts() if p][: own.max_prompts]
-    cand = shared_model(inputs, "candidate", inputs.candidate)
-    base = shared_model(inputs, "base", inputs.base)
-    eos, pad = config.get("eos_token_id"), config.get("pad_token_id") or 0
-    eos = eos if isinstance(eos, int) else None
-    skip = special_ids(config)
+    setup = lm_setup(inputs, max_prompts=own.max_prompts)
+    if isinstance(setup, str):
+        return PROBE.skipped(setup)
+    prompts, cand, base, eos, pad = setup.prompts, setup.candidate, setup.base, setup.eos, setup.pad
+    skip = special_ids(inputs.candidate.config)
     texts = token_texts(inputs.candidate)
     found, truncated = {}, False
-    for token in first_tokens(cand, prompts, vocab, own.max_first_tokens, skip, pad):
+    for token in first_tokens(cand, prompts, setup.vocab, own.max_first_tokens, skip, pad):
         if time.perf_counter() - start > own.max_seconds:
             truncated = True
             break

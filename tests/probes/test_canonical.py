@@ -41,15 +41,21 @@ def protected(tmp_path_factory):
     return out
 
 
+def _fits(candidate: dict, base: dict, config):
+    """(block, its tensor names by role, canonical weights, fit) for every attention block."""
+    plan = plan_lock(candidate.keys(), config)
+    for block, parts in plan.blocks.items():
+        split = lambda state: plan.layout.split({rk: state[n] for rk, n in parts.items()}, plan.geometry)  # noqa: E731
+        canonical, fit = canonicalise_attention(split(candidate), split(base), plan.geometry, block=block)
+        yield block, parts, plan.layout.join(canonical, plan.geometry), fit
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_attention_canonicalisation_undoes_the_lock(protected, family):
     base, tuned, locked, config = protected[family]
-    plan = plan_lock(locked.keys(), config)
-    for block, parts in plan.blocks.items():
-        split = lambda state: plan.layout.split({rk: state[n] for rk, n in parts.items()}, plan.geometry)  # noqa: E731
-        canonical, fit = canonicalise_attention(split(locked), split(base), plan.geometry, block=block)
+    for block, parts, joined, fit in _fits(locked, base, config):
         names = list(parts.values())
-        restored = {parts[rk]: t for rk, t in plan.layout.join(canonical, plan.geometry).items()}
+        restored = {parts[rk]: t for rk, t in joined.items()}
         fine_tune = _distance(tuned, base, names)
         assert _distance(locked, tuned, names) > 10 * fine_tune  # the lock moved it far
         # Back to within a fine-tune's distance of the truth (the fit absorbs tau's row-space share).
@@ -60,10 +66,7 @@ def test_attention_canonicalisation_undoes_the_lock(protected, family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_plain_fine_tune_is_not_transformed(protected, family):
     base, tuned, _, config = protected[family]
-    plan = plan_lock(tuned.keys(), config)
-    for block, parts in plan.blocks.items():
-        split = lambda state: plan.layout.split({rk: state[n] for rk, n in parts.items()}, plan.geometry)  # noqa: E731
-        _, fit = canonicalise_attention(split(tuned), split(base), plan.geometry, block=block)
+    for block, _, _, fit in _fits(tuned, base, config):
         assert fit.kept > 0.5, (block, fit)
 
 
