@@ -115,13 +115,13 @@ def evaluate(rows: list[dict], thresholds: dict[str, float], in_decision: list[s
 
 def run(*, calibration_seeds: list[int], held_out_seeds: list[int], small: bool = False,
         families: tuple[str, ...] = ("vision", "lm"), scores_path: pathlib.Path | None = None,
-        thresholds: dict[str, float] | None = None) -> dict:
+        thresholds: dict[str, float] | None = None, skip: tuple[str, ...] = ()) -> dict:
     """Scan, calibrate (unless `thresholds` are given: e.g. those of a run on another numeric path) and
     evaluate."""
     from guard.probes.framework import all_probes
     from guard.probes.settings import ProbeSettings
 
-    settings = all_enabled(small_settings() if small else ProbeSettings())
+    settings = all_enabled(small_settings() if small else ProbeSettings(), skip=skip)
     work = pathlib.Path(tempfile.mkdtemp(prefix="guard-probes-bench-"))
     cached = json.loads(scores_path.read_text()) if scores_path is not None and scores_path.is_file() else {}
     path = numeric_path()
@@ -161,11 +161,11 @@ def numeric_path() -> str:
     return f"cpu-{torch.backends.cpu.get_cpu_capability()}" if not torch.cuda.is_available() else "cuda"
 
 
-def all_enabled(settings):
-    """Every probe on, so that the benchmark measures each one (the decision still uses the defaults')."""
-    return settings.model_copy(update={name: settings.for_probe(name).model_copy(update={"enabled": True})
-                                       for name in type(settings).model_fields
-                                       if hasattr(settings.for_probe(name), "enabled")})
+def all_enabled(settings, *, skip: tuple[str, ...] = ()):
+    """Every probe on but `skip`, so that the benchmark measures each one (the decision still uses the
+    defaults')."""
+    return settings.model_copy(update={name: settings.for_probe(name).model_copy(update={"enabled": name not in skip})
+                                       for name in settings.probe_names()})
 
 
 def small_settings():
@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--held-out-seeds", default="3,4,5")
     parser.add_argument("--families", default="vision,lm")
     parser.add_argument("--small", action="store_true")
+    parser.add_argument("--skip", default="", help="probes not to measure (comma-separated)")
     parser.add_argument("--out", type=pathlib.Path)
     parser.add_argument("--svg", type=pathlib.Path)
     parser.add_argument("--scores", type=pathlib.Path, help="JSON file of per-case scores, reused when it exists")
@@ -277,7 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     if overlap and not args.small:
         parser.error(f"seeds {sorted(overlap)} are in both roles")
     result = run(calibration_seeds=cal, held_out_seeds=held, small=args.small,
-                 families=tuple(args.families.split(",")), scores_path=args.scores, thresholds=given)
+                 families=tuple(args.families.split(",")), scores_path=args.scores, thresholds=given,
+                 skip=tuple(p for p in args.skip.split(",") if p))
     text = markdown(result)
     from guard.signing.bundle import write_atomically
 
