@@ -27,18 +27,20 @@ COMMANDS: dict[str, str] = {
     "unlock": "guard.cli.unlock:unlock",
     "lock-keygen": "guard.cli.lock_keygen:lock_keygen",
     "scan": "guard.cli.scan:scan_cmd",
+    "serve": "guard.cli.serve:serve",
 }
 
 HELP: dict[str, str] = {
     "demo": "Run the end-to-end demo on tiny generated models.",
     "inspect": "Report a model directory's architecture, tensors, files and findings.",
     "keygen": "Create an EC signing key pair.",
-    "sign": "Sign a model directory (OMS format).",
-    "verify": "Verify a model directory against its signature.",
+    "sign": "Sign a model directory or file (OMS format).",
+    "verify": "Verify a model directory or file against its signature.",
     "protect": "Apply MergeLock to a model and sign the result.",
     "unlock": "Undo MergeLock with the lock key.",
     "lock-keygen": "Create a MergeLock key (32 random bytes, mode 0600).",
     "scan": "Probe a model for backdoors, safety stripping and re-parameterisation.",
+    "serve": "Run the Hub webhook audit service (webhook, workers, dashboard).",
 }
 
 
