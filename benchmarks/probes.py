@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
                  families=tuple(args.families.split(",")), scores_path=args.scores, thresholds=given,
                  skip=tuple(p for p in args.skip.split(",") if p))
     text = markdown(result)
-    from guard.signing.bundle import write_atomically
+    from guard.artifacts.atomic import write_atomically
 
     if args.save:
         write_atomically(args.save, json.dumps(result, indent=1, default=str))

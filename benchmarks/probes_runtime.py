@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown size {unknown[0]!r}; known: {', '.join(SIZES)}")
     text = markdown(run(args.sizes.split(","), peers=args.peers, data=args.data))
     if args.out:
-        from guard.signing.bundle import write_atomically
+        from guard.artifacts.atomic import write_atomically
 
         write_atomically(args.out, text)
     print(text)

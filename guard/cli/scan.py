@@ -84,7 +84,7 @@ def _write_report(path: str, report) -> None:
 
     from guard.errors import InputError
     from guard.probes.html import to_html
-    from guard.signing.bundle import write_atomically
+    from guard.artifacts.atomic import write_atomically
 
     target = pathlib.Path(path)
     if not target.parent.is_dir():
