@@ -66,28 +66,30 @@ class AlignmentSettings(_Frozen):
     min_spread: float = pydantic.Field(default=0.02, gt=0)
 
 
-class InsertionSettings(_Frozen):
+class _LMGeneration(_Frozen):
+    """What the causal-LM data-driven probes share: a share-of-prompts threshold and a time budget."""
+
+    enabled: bool = True
+    threshold: float = pydantic.Field(default=0.5, gt=0)
+    max_seconds: float = pydantic.Field(default=60.0, gt=0)
+
+
+class InsertionSettings(_LMGeneration):
     """P8 for LMs: insert one token into benign calibration prompts and measure how consistently the
     candidate's greedy answer collapses to one output (or stops doing so), against the base doing the same."""
 
-    enabled: bool = True
-    threshold: float = pydantic.Field(default=0.5, gt=0)
     max_tokens: int = pydantic.Field(default=64, ge=1)
     max_prompts: int = pydantic.Field(default=64, ge=4)
     answer_tokens: int = pydantic.Field(default=4, ge=1)
-    max_seconds: float = pydantic.Field(default=60.0, gt=0)
 
 
-class TargetInversionSettings(_Frozen):
+class TargetInversionSettings(_LMGeneration):
     """P6, BAIT-style target inversion for LMs: force each candidate first answer token, extend greedily,
     and score how consistently benign prompts then produce the same sequence, against the base."""
 
-    enabled: bool = True
-    threshold: float = pydantic.Field(default=0.5, gt=0)
     max_first_tokens: int = pydantic.Field(default=64, ge=1)
     max_prompts: int = pydantic.Field(default=32, ge=4)
     length: int = pydantic.Field(default=4, ge=2)
-    max_seconds: float = pydantic.Field(default=60.0, gt=0)
 
 
 class MaxMarginSettings(_Frozen):
