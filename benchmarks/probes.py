@@ -146,7 +146,7 @@ def run(*, calibration_seeds: list[int], held_out_seeds: list[int], small: bool 
     stored = {p: ProbeSettings().for_probe(p).threshold for p in thresholds}
     in_decision = [p for p in thresholds if ProbeSettings().for_probe(p).enabled]
     held = [r for r in rows if r["role"] == "held-out"]
-    return {"calibration_seeds": calibration_seeds, "held_out_seeds": held_out_seeds, "small": small,
+    return {"calibration_seeds": calibration_seeds, "held_out_seeds": held_out_seeds, "small": small, "skipped": list(skip),
             "thresholds": thresholds, "stored_thresholds": stored, "in_decision": in_decision,
             "calibration_evaluation": evaluate(calibration, thresholds, in_decision),
             "evaluation": evaluate(held, thresholds, in_decision),
@@ -211,6 +211,17 @@ def markdown(result: dict) -> str:
               for f, c in ev["combined"].items()]
     thresholds = result["thresholds"]
     held = [r for r in result["rows"] if r["role"] == "held-out"]
+    variants = [r for r in held if r["held_out_variant"]]
+    if variants:
+        def flagged(label: int) -> str:
+            scoped = [r for r in variants if r["label"] == label]
+            return f"{sum(bool(flagged_by(r, thresholds, result['in_decision'])) for r in scoped)} of {len(scoped)}"
+
+        lines += ["", f"Held-out variants (built for this benchmark, not by the zoo; not in the tables above): "
+                      f"{flagged(1)} attacked and {flagged(0)} clean flagged."]
+    if result.get("skipped"):
+        lines += ["", f"Not measured (`--skip`): {', '.join(result['skipped'])}; the calibration seeds' scores of "
+                      "a skipped probe are those cached from an earlier run, if any."]
     lines += ["", "Every held-out case (flagging probes at the calibrated thresholds; combined score = the largest "
               "score / threshold over the default decision's probes):", "",
               "| family | seed | case | label | flagged by | combined score |",
