@@ -150,6 +150,7 @@ def run(*, calibration_seeds: list[int], held_out_seeds: list[int], small: bool 
             "thresholds": thresholds, "stored_thresholds": stored, "in_decision": in_decision,
             "calibration_evaluation": evaluate(calibration, thresholds, in_decision),
             "evaluation": evaluate(held, thresholds, in_decision),
+            "default_evaluation": evaluate(held, stored, in_decision),
             "rows": rows, "machine": f"{platform.machine()}, Python {platform.python_version()}, {path}"}
 
 
@@ -209,6 +210,11 @@ def markdown(result: dict) -> str:
               "| family | AUC | TPR % | FPR % | attacked / clean |", "|---|---|---|---|---|"]
     lines += [f"| {f} | {c['auc']:.3f} | {_pct(c['tpr'])} | {_pct(c['fpr'])} | {c['positives']} / {c['negatives']} |"
               for f, c in ev["combined"].items()]
+    if "default_evaluation" in result:
+        lines += ["", "The same decision at guard's shipped thresholds (ProbeSettings defaults, not calibrated here):", "",
+                  "| family | TPR % | FPR % | attacked / clean |", "|---|---|---|---|"]
+        lines += [f"| {f} | {_pct(c['tpr'])} | {_pct(c['fpr'])} | {c['positives']} / {c['negatives']} |"
+                  for f, c in result["default_evaluation"]["combined"].items()]
     thresholds = result["thresholds"]
     held = [r for r in result["rows"] if r["role"] == "held-out"]
     variants = [r for r in held if r["held_out_variant"]]

@@ -3,8 +3,9 @@
 `ProbeSettings` is the `probes:` section of a safe-merge policy (guard/policy embeds it); `guard scan`
 uses the defaults below. Every threshold applies to the probe's *score*, a dimensionless number where
 larger means more suspicious (most are robust z-scores against the peers; see docs/probes.md). The
-default thresholds were calibrated by `python -m benchmarks.probes --calibrate` on the calibration seeds
-of the zoo only; the figures in docs/probes.md are measured on other seeds.
+defaults are round values set by hand, not fitted to the zoo; `python -m benchmarks.probes` calibrates
+thresholds on some zoo seeds, reports the ROC on others, and reports the shipped defaults' decision
+beside it (docs/probes.md). A policy sets its own.
 """
 
 from __future__ import annotations
