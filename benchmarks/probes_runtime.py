@@ -149,6 +149,11 @@ def run(sizes: list[str], *, peers: int, data: bool) -> list[dict]:
     return rows
 
 
+def _per_probe(detail: dict) -> str:
+    """Each probe's own wall seconds; the first probe that needs the streaming weight pass pays for it."""
+    return ", ".join(f"{name} {detail[name]['seconds']:.1f}" for name in WEIGHT_PROBES if name in detail)
+
+
 def markdown(rows: list[dict]) -> str:
     import os
     import platform
@@ -156,7 +161,8 @@ def markdown(rows: list[dict]) -> str:
     lines = [f"{platform.machine()}, {os.cpu_count()} cores (shared), Python {platform.python_version()}; float32 "
              "Llama-style models, one thread.", "",
              "| size | parameters | peers | weight probes CPU s | per 100M params | wall s | peak RSS MB (over "
-             "imports) | floor: load_file CPU s | floor RSS MB | ratio to floor |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "imports) | floor: load_file CPU s | floor RSS MB | ratio to floor | wall s per probe |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "probes" not in r:
             continue
@@ -164,7 +170,7 @@ def markdown(rows: list[dict]) -> str:
         params = p["detail"]["parameters"]
         lines.append(f"| {r['size']} | {params:,} | {r['peers']} | {p['cpu']:.1f} | {p['cpu'] * 1e8 / params:.1f} | "
                      f"{p['wall']:.1f} | {p['peak_rss_mb']:.0f} | {f['cpu']:.1f} | {f['peak_rss_mb']:.0f} | "
-                     f"{p['cpu'] / max(f['cpu'], 1e-9):.1f}x |")
+                     f"{p['cpu'] / max(f['cpu'], 1e-9):.1f}x | {_per_probe(p['detail'])} |")
     data = [r for r in rows if "data" in r]
     if data:
         lines += ["", "Data-driven LM probes (16 prompts; each stops at its `max_seconds`):", "",
