@@ -1,7 +1,8 @@
 """ROC of guard's ingestion probes on the zoo: thresholds calibrated on some seeds, figures on others.
 
-    python -m benchmarks.probes [--calibration-seeds 1,2] [--held-out-seeds 3,4,5] [--out FILE.md]
-                                [--svg FILE.svg] [--scores FILE.json] [--small]
+    python -m benchmarks.probes [--calibration-seeds 0,1] [--held-out-seeds 3,4] [--families vision,lm]
+                                [--skip PROBE,...] [--out FILE.md] [--svg FILE.svg] [--scores FILE.json]
+                                [--save FILE.json] [--thresholds SAVED.json] [--small]
 
 1. Build (or find cached) both small zoo families for every seed, their attacks, MergeLock-protected
    copies and, on the held-out seeds, variants the probes were not designed on (benchmarks/probes_zoo.py).
@@ -272,8 +273,8 @@ def roc_svg(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calibration-seeds", default="1,2")
-    parser.add_argument("--held-out-seeds", default="3,4,5")
+    parser.add_argument("--calibration-seeds", default="0,1")
+    parser.add_argument("--held-out-seeds", default="3,4")
     parser.add_argument("--families", default="vision,lm")
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--skip", default="", help="probes not to measure (comma-separated)")
