@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "unlock": "guard.cli.unlock:unlock",
     "lock-keygen": "guard.cli.lock_keygen:lock_keygen",
     "scan": "guard.cli.scan:scan_cmd",
+    "safe-merge": "guard.cli.safe_merge:safe_merge",
     "serve": "guard.cli.serve:serve",
 }
 
@@ -40,6 +41,7 @@ HELP: dict[str, str] = {
     "unlock": "Undo MergeLock with the lock key.",
     "lock-keygen": "Create a MergeLock key (32 random bytes, mode 0600).",
     "scan": "Probe a model for backdoors, safety stripping and re-parameterisation.",
+    "safe-merge": "Check every input against a policy, merge, and sign the result with provenance.",
     "serve": "Run the Hub webhook audit service (webhook, workers, dashboard).",
 }
 
