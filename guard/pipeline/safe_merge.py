@@ -61,9 +61,11 @@ def safe_merge(config_path: str | os.PathLike, out: str | os.PathLike, *, policy
     loaded = load_policy(policy_ref)
     record.policy = loaded.to_json()
     trusted = trusted_verifiers(loaded, **dict(verifier_options or {}))
-    configured = stages if stages is not None else stages_for(
-        {name: getattr(config.guard, name) for name in ("probes", "dam", "enchtable")
-         if getattr(config.guard, name) is not None})
+    sections = {name: getattr(config.guard, name) for name in ("probes", "dam", "enchtable")
+                if getattr(config.guard, name) is not None}
+    if "probes" in loaded.policy.required_checks or loaded.policy.probes:
+        sections.setdefault("probes", {})  # a policy that requires probes or sets their thresholds runs them
+    configured = stages if stages is not None else stages_for(sections)
     method = method_of(config)
 
     for check in _merge_level_checks(loaded.policy, config, method, configured):

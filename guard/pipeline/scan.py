@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from guard.errors import InputError, PolicyRefusal
 
 
-def _open(path, *, role: str, policy=None):
+def open_scan_input(path, *, role: str, policy=None):
     from guard.artifacts import open_model_dir
 
     model = open_model_dir(path, policy=policy)
@@ -27,7 +27,7 @@ def _open(path, *, role: str, policy=None):
     return model
 
 
-def _same_architecture(model, other, *, role: str) -> None:
+def same_architecture(model, other, *, role: str) -> None:
     if model.model_type != other.model_type:
         raise InputError(f"{role} is a {other.model_type or 'unknown'} model, the candidate a "
                          f"{model.model_type or 'unknown'} one; probes compare models of one architecture",
@@ -51,21 +51,21 @@ def scan_model(model_dir: str | os.PathLike, *, base: str | os.PathLike, peers: 
     # Cheap checks above; torch and the probes are imported only for work that will run.
     from guard.probes.inputs import SafetyPair, ScanInputs, model_kind, read_calibration
     from guard.probes.scan import resolve_device, scan
-    candidate = _open(model_dir, role="the model", policy=policy)
-    base_dir = _open(base, role="the base", policy=policy)
-    _same_architecture(candidate, base_dir, role="the base")
+    candidate = open_scan_input(model_dir, role="the model", policy=policy)
+    base_dir = open_scan_input(base, role="the base", policy=policy)
+    same_architecture(candidate, base_dir, role="the base")
     peer_dirs = []
     for peer in peers:
         if os.path.realpath(peer) == os.path.realpath(model_dir):
             raise InputError("a model cannot be its own peer", path=peer, rule="scan-peer-self")
-        peer_dirs.append(_open(peer, role="a peer", policy=policy))
-        _same_architecture(candidate, peer_dirs[-1], role="a peer")
+        peer_dirs.append(open_scan_input(peer, role="a peer", policy=policy))
+        same_architecture(candidate, peer_dirs[-1], role="a peer")
     pair = None
     if aligned is not None:
-        pair = SafetyPair(_open(aligned, role="the aligned model", policy=policy),
-                          _open(unaligned, role="the unaligned model", policy=policy))
-        _same_architecture(candidate, pair.aligned, role="the aligned model")
-        _same_architecture(candidate, pair.unaligned, role="the unaligned model")
+        pair = SafetyPair(open_scan_input(aligned, role="the aligned model", policy=policy),
+                          open_scan_input(unaligned, role="the unaligned model", policy=policy))
+        same_architecture(candidate, pair.aligned, role="the aligned model")
+        same_architecture(candidate, pair.unaligned, role="the unaligned model")
     calib = None if calibration is None else read_calibration(calibration, kind=model_kind(candidate))
     inputs = ScanInputs(candidate=candidate, base=base_dir, peers=peer_dirs, safety_pair=pair, calibration=calib,
                         device=resolve_device(settings.device))

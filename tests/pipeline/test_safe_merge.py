@@ -11,7 +11,7 @@ from guard.artifacts import open_model_dir
 from guard.errors import InputError
 from guard.pipeline.decision import Check
 from guard.pipeline.safe_merge import safe_merge
-from guard.pipeline.stages import STAGES, Stage
+from guard.pipeline.stages import Stage
 
 
 def _run(ws, config=None, **kwargs):
@@ -97,25 +97,6 @@ def test_an_input_swapped_after_verification_is_refused(workspace):
     record, out = _run(workspace, stages=[(Swapper(), {})])
     first = _refused(record, out, "unchanged-after-verification", "input-changed")
     assert first.input == str(workspace.experts[0]) and first.file == "model.safetensors"
-
-
-def test_a_probe_failure_refuses(workspace):
-    class FailingProbe(Stage):
-        name = "probes"
-
-        def check_input(self, subject, context):
-            if subject.role == "model" and subject.source == workspace.experts[1]:
-                return [Check("probe:stub", "refuse", "stub probe flags this input", value=0.97, threshold=0.5,
-                              rule="probe-stub")]
-            return [Check("probe:stub", "pass", "stub probe", value=0.01, threshold=0.5)]
-
-    STAGES["probes"] = lambda section: FailingProbe()
-    try:
-        record, out = _run(workspace, config=workspace.config(guard={"probes": {}}))
-    finally:
-        del STAGES["probes"]
-    first = _refused(record, out, "probe:stub", "probe-stub")
-    assert (first.value, first.threshold, first.input) == (0.97, 0.5, str(workspace.experts[1]))
 
 
 def test_a_configured_stage_that_does_not_exist_is_bad_input(workspace):
