@@ -261,7 +261,7 @@ def run_dam(vectors: TaskVectors, tasks, settings: DamSettings, *, initial: torc
         loss.backward()
         optimiser.step()
         if step == settings.adamerging_steps - 1:
-            history.append({"step": settings.steps + step, "clean": round(float(loss) / models, 6)})
+            history.append({"step": settings.steps + step, "clean": round(float(loss.detach()) / models, 6)})
         if progress is not None:
             progress(settings.steps + step + 1, total, "dam: coefficients")
     coefficients = expand(lam.detach()).clone().cpu()
