@@ -92,12 +92,33 @@ class Scenario:
         module = copy.deepcopy(vit.load(self.family.base_dir))
         heads = [{f"classifier.{k}": v for k, v in self.heads[t].items()} for t in self.dirs]
         tasks = ClassifierTasks(module, [self.family.calibration_inputs(t) for t in self.dirs], heads=heads,
-                                trigger_bound=settings.trigger_bound)
+                                trigger_bound=settings.trigger_bound, trigger=settings.trigger,
+                                trigger_area=settings.trigger_area)
         result = run_dam(vectors, tasks, settings, initial=[MERGES["task_arithmetic"]["scale"]] * len(self.dirs))
         merged = result.merged(vectors)
         merged.update({k: v for k, v in self.base.items() if k not in merged})
         cost = {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
-        return merged, cost, result.summary(list(self.dirs))
+        summary = result.summary(list(self.dirs))
+        summary["surrogate_hits"] = self.surrogate_hits(tasks, result.triggers)
+        return merged, cost, summary
+
+    def surrogate_hits(self, tasks, triggers) -> dict[str, float]:
+        """Diagnostic: does the learnt surrogate trigger act like the real one? Share of the target task's
+        images (true label != target) that the plain task-arithmetic merge sends to the target class under
+        the target task's surrogate (the real trigger's ASR is the ASR column)."""
+        from guard.testing.zoo.vision import data, train
+
+        merged, _ = self.plain("task_arithmetic")
+        out = {}
+        for bd in self.backdoors:
+            index = list(self.dirs).index(bd.target_task)
+            pixels, labels = data.task_data(bd.target_task, self.split, image_size=self.size)
+            keep = labels != bd.target_class
+            with torch.no_grad():
+                perturbed = tasks.perturb(pixels[keep], triggers[index], clamp=True)
+            model = model_from_state(self.family.base_dir, merged, self.heads[bd.target_task])
+            out[bd.kind] = float((train.predict(model, perturbed) == bd.target_class).float().mean())
+        return out
 
 
 def run(*, seeds=(1, 2), scenarios=tuple(SCENARIOS), variants=None, split: str = "test", profile: str = "small",
@@ -115,7 +136,11 @@ def run(*, seeds=(1, 2), scenarios=tuple(SCENARIOS), variants=None, split: str =
                 row["merges"][method] = {**scenario.evaluate(merged), **cost}
             for label, values in variants.items():
                 merged, cost, summary = scenario.dam(DamSettings(**values))
-                row["merges"][f"dam:{label}"] = {**scenario.evaluate(merged), **cost, "kept": summary["kept"]}
+                row["merges"][f"dam:{label}"] = {**scenario.evaluate(merged), **cost, "kept": summary["kept"],
+                                                 "trigger_norms": summary["trigger_norms"],
+                                                 "surrogate_hits": summary["surrogate_hits"]}
+                if progress:
+                    progress(f"  seed {seed} {name} dam:{label}: {json.dumps(row['merges'][f'dam:{label}'])}")
             rows.append(row)
             if progress:
                 progress(json.dumps({"seed": seed, "scenario": name, **{

@@ -72,7 +72,8 @@ def run_on_model_dirs(base, experts: Sequence, calibration: Sequence[dict[str, t
     if kind == "classifier":
         head_sets = [{names[n]: sd[n].to(device) for n in sd if is_head(n) and n in names} for sd in expert_sds]
         tasks = ClassifierTasks(module, [c["pixel_values"].to(device) for c in calibration], heads=head_sets,
-                                names=names, trigger_bound=settings.trigger_bound)
+                                names=names, trigger_bound=settings.trigger_bound, trigger=settings.trigger,
+                                trigger_area=settings.trigger_area)
     else:
         embedding = next((n for n, m in names.items() if m == _embedding_name(module)), None)
         if embedding is None:

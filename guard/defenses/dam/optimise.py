@@ -89,6 +89,7 @@ class DamResult:
     history: list[dict[str, float]]
     seconds: float
     trigger_norms: list[float]
+    triggers: list[torch.Tensor] = dataclasses.field(default_factory=list)  # the surrogate per task (CPU)
 
     def coefficient(self, model: int, name: str) -> float:
         return float(self.coefficients[model, self.names.index(name)])
@@ -207,7 +208,7 @@ def run_dam(vectors: TaskVectors, tasks, settings: DamSettings, *, initial: torc
             with torch.no_grad():
                 labels = tasks.logits(frozen, t, batch).argmax(-1)
             perturbed = tasks.logits(frozen, t, tasks.perturb(batch, triggers[t], clamp=False))
-            trigger_loss = trigger_loss - F.cross_entropy(perturbed.float(), labels)
+            trigger_loss = trigger_loss - F.cross_entropy(perturbed.float(), labels) + tasks.trigger_penalty(triggers[t])
         trigger_loss.backward()
         adv.step()
         tasks.bound(triggers)
@@ -268,4 +269,5 @@ def run_dam(vectors: TaskVectors, tasks, settings: DamSettings, *, initial: torc
     masks_out = {n: final[n].float().cpu() for n in vectors.names}
     return DamResult(names=list(vectors.names), masks=masks_out, coefficients=coefficients,
                      initial=expand(start).clone().cpu(), kept=kept, settings=settings, history=history,
-                     seconds=time.perf_counter() - started, trigger_norms=[float(t.detach().norm()) for t in triggers])
+                     seconds=time.perf_counter() - started, trigger_norms=[float(t.detach().norm()) for t in triggers],
+                     triggers=[t.detach().cpu() for t in triggers])

@@ -43,6 +43,13 @@ class DamSettings(pydantic.BaseModel):
     trigger_bound: float | None = pydantic.Field(
         default=None, gt=0, description="None: the surrogate trigger is unbounded (the released code); else its "
         "L-inf bound (classifier inputs) or its L2 bound relative to the mean token-embedding norm (LMs)")
+    trigger: Literal["additive", "blend"] = pydantic.Field(
+        default="additive", description="classifiers: additive: one universal additive perturbation per task (the "
+        "paper's); blend: guard's named option, a Neural-Cleanse-style universal patch x' = (1 - m) x + m p with a "
+        "learnt mask m and pattern p (both sigmoids) and a penalty on the mask's area, so the surrogate searches for "
+        "small triggers such as backdoor patches rather than diffuse adversarial noise")
+    trigger_area: float = pydantic.Field(default=1.0, ge=0, description="blend trigger: weight of the mask's mean "
+                                         "(area) penalty in the trigger step")
     soft_tokens: int = pydantic.Field(default=1, ge=1, description="LMs: embedding-space soft-prompt length")
     answer_tokens: int = pydantic.Field(default=8, ge=1, description="LMs: greedy continuation length scored")
     exclude: tuple[str, ...] = pydantic.Field(

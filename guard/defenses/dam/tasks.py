@@ -33,13 +33,15 @@ class ClassifierTasks:
 
     def __init__(self, module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
                  heads: Sequence[Mapping[str, torch.Tensor]] | None = None, names: Mapping[str, str] | None = None,
-                 value_range: tuple[float, float] | None = (0.0, 1.0), trigger_bound: float | None = None):
+                 value_range: tuple[float, float] | None = (0.0, 1.0), trigger_bound: float | None = None,
+                 trigger: str = "additive", trigger_area: float = 1.0):
         self.module = module.eval()
         self.inputs = [x.detach() for x in inputs]
         self.heads = None if heads is None else [dict(h) for h in heads]
         self.names = names
         self.value_range = value_range
         self.trigger_bound = trigger_bound
+        self.trigger_kind, self.trigger_area = trigger, trigger_area
 
     @property
     def count(self) -> int:
@@ -64,17 +66,30 @@ class ClassifierTasks:
         return functional_call(self.module, merged, (), {"pixel_values": batch}, strict=False).logits
 
     def new_trigger(self, task: int) -> torch.Tensor:
+        if self.trigger_kind == "blend":
+            # [mask logits, pattern logits]; the mask starts small (sigmoid(-3) = 5% opacity everywhere)
+            shape = self.inputs[task][0].shape
+            start = torch.stack([torch.full(shape, -3.0), torch.zeros(shape)]).to(self.inputs[task].device)
+            return start.requires_grad_(True)
         return torch.zeros_like(self.inputs[task][0], requires_grad=True)
 
+    def trigger_penalty(self, trigger: torch.Tensor) -> torch.Tensor | float:
+        """What the trigger step adds to its loss: the blend mask's area (else nothing)."""
+        return self.trigger_area * torch.sigmoid(trigger[0]).mean() if self.trigger_kind == "blend" else 0.0
+
     def perturb(self, batch: torch.Tensor, trigger: torch.Tensor, *, clamp: bool) -> torch.Tensor:
-        """x + delta; `clamp` keeps it in the valid input range (the code clamps only in the mask step)."""
+        """x + delta (`clamp` keeps it in the valid input range: the code clamps only in the mask step), or
+        the blend (1 - m) x + m p, which stays in range by construction."""
+        if self.trigger_kind == "blend":
+            mask, pattern = torch.sigmoid(trigger[0]), torch.sigmoid(trigger[1])
+            return (1 - mask) * batch + mask * pattern
         out = batch + trigger
         if clamp and self.value_range is not None:
             out = out.clamp(*self.value_range)
         return out
 
     def bound(self, triggers: Sequence[torch.Tensor]) -> None:
-        if self.trigger_bound is not None:
+        if self.trigger_bound is not None and self.trigger_kind == "additive":
             with torch.no_grad():
                 for t in triggers:
                     t.clamp_(-self.trigger_bound, self.trigger_bound)
@@ -180,6 +195,9 @@ class CausalLMTasks:
         width = self.module.get_input_embeddings().weight.shape[-1]
         return torch.zeros(self.soft_tokens, width, device=self.module.get_input_embeddings().weight.device,
                            requires_grad=True)
+
+    def trigger_penalty(self, trigger: torch.Tensor) -> float:
+        return 0.0
 
     def perturb(self, batch, trigger: torch.Tensor, *, clamp: bool) -> _Perturbed:
         return _Perturbed(batch, trigger)
