@@ -80,6 +80,7 @@ def run(*, rounds: int = 3, dam_steps: int = 20, workdir: pathlib.Path | None = 
                 result = timed(argv)
                 records[label] = json.loads(result.pop("stdout"))
                 runs.setdefault(label, []).append(result)
+                print(json.dumps({"label": label, **result}), file=sys.stderr, flush=True)
                 shutil.rmtree(out)
     med = {label: {k: statistics.median(r[k] for r in rs) for k in ("wall", "cpu", "rss")} for label, rs in runs.items()}
     dam_check = next(c for c in records["dam"]["checks"] if c["check"] == "dam")
