@@ -4,7 +4,8 @@
     python -m benchmarks.merge --rounds 5
     python -m benchmarks.merge --device cuda    # guard's merge on the GPU too (end to end from disk)
     python -m benchmarks.merge --small          # seconds; what tests/benchmarks/test_merge_small.py runs
-    python -m benchmarks.merge verify-cost KEY.pub DIR...   # the gate's verification: hash only vs hash + copy
+    python -m benchmarks.merge --gate-only      # the gate's overhead: guard's plain ties merge and the gates, no mergekit
+    python -m benchmarks.merge verify-cost KEY.pub DIR...   # the gate's verification: hash only, verified read, copy
 
 Models (generated, nothing downloaded): a random-init base `LlamaConfig(hidden 1024, 8 layers, 16 heads,
 4 kv heads, intermediate 2816, vocab 32000, untied lm_head)` = 155.7M parameters in bf16, saved by
@@ -14,8 +15,9 @@ Per round, interleaved, each a fresh process measured with wait4 (wall, user+sys
   mergekit-yaml task_arithmetic, guard task_arithmetic (plain merge: the engine on the unverified
   directories, `python -m benchmarks.merge plain`), mergekit-yaml ties, guard ties, and the gate:
   `guard safe-merge` with probes off, i.e. the strict policy without MergeLock detection (probe P1):
-  artifact checks, signature verification of every input (re-hashing copy), the merge, provenance and
-  OMS signature of the output, fsync. Once, in the last round: `guard safe-merge` under the shipped
+  artifact checks, signature verification of every input (guard.signing.open_verified_model: re-hashed,
+  read in place when nobody else can write the inputs), the merge, provenance and OMS signature of the
+  output, fsync. Once, in the last round: `guard safe-merge` under the shipped
   strict policy, MergeLock detection included.
 Both sides read the same config (weight 0.5 each, density 0.5, dtype bfloat16); mergekit with
 `--no-copy-tokenizer --random-seed 42`. Inputs are read once before the rounds (warm page cache) and
@@ -74,8 +76,9 @@ def plain_merge(config_path: str, out: str, device: str = "cpu") -> None:
 
 
 def verify_cost(public_key: str, dirs: list[str], rounds: int = 2) -> dict:
-    """CPU and wall seconds to verify signed model directories: hashing only (`verify_model`) against the
-    verified-bytes path the gate reads through (`open_verified_model`: hash + private copy), interleaved."""
+    """CPU and wall seconds to verify signed model directories, interleaved: hashing only (`verify_model`),
+    the verified-bytes path the gate reads through (`open_verified_model`: in place when nobody else can
+    change the files), and the same forced to its private copy (`copy=True`: hash + copy)."""
     import resource
 
     from guard.signing import load_verifier, open_verified_model, verify_model
@@ -86,7 +89,8 @@ def verify_cost(public_key: str, dirs: list[str], rounds: int = 2) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
 
-    results: dict[str, list] = {"hash only": [], "hash + copy": []}
+    results: dict[str, list] = {"hash only": [], "open_verified_model": [], "hash + copy": []}
+    reads = set()
     for _ in range(rounds):
         for label in results:
             c0, w0 = cpu(), time.perf_counter()
@@ -94,11 +98,11 @@ def verify_cost(public_key: str, dirs: list[str], rounds: int = 2) -> dict:
                 if label == "hash only":
                     verify_model(d, verifier=verifier)
                 else:
-                    with open_verified_model(d, verifier=verifier):
-                        pass
+                    with open_verified_model(d, verifier=verifier, copy=label == "hash + copy") as model:
+                        reads.add(model.verification.read)
             results[label].append({"cpu": round(cpu() - c0, 3), "wall": round(time.perf_counter() - w0, 3)})
     return {"dirs": dirs, "bytes": dir_bytes(pathlib.Path(d) for d in dirs), "runs": results,
-            "load_average": os.getloadavg()}
+            "reads": sorted(reads), "load_average": os.getloadavg()}
 
 
 def build_models(size: str, root: pathlib.Path) -> list[pathlib.Path]:
@@ -113,7 +117,7 @@ def build_models(size: str, root: pathlib.Path) -> list[pathlib.Path]:
 
 def sign_models(dirs: list[pathlib.Path], root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     from guard.signing import keys, load_signer, sign_model
-    from guard.signing.bundle import write_atomically
+    from guard.artifacts.atomic import write_atomically
 
     key = keys.generate_private_key("p256")
     private, public = root / "publisher.key", root / "publisher.pub"
@@ -193,7 +197,9 @@ def _difference(ours: pathlib.Path, theirs: pathlib.Path) -> dict:
             "differing_fraction": differing / total}
 
 
-def run(*, size: str = "bench", rounds: int = 3, device: str = "cpu", workdir: pathlib.Path | None = None) -> dict:
+def run(*, size: str = "bench", rounds: int = 3, device: str = "cpu", workdir: pathlib.Path | None = None,
+        peers: bool = True) -> dict:
+    """`peers=False`: only guard's plain ties merge and the two gates (the gate's overhead, without mergekit)."""
     with tempfile.TemporaryDirectory(dir=workdir, prefix="guard-merge-bench-") as tmp:
         root = pathlib.Path(tmp)
         dirs = build_models(size, root)
@@ -212,8 +218,12 @@ def run(*, size: str = "bench", rounds: int = 3, device: str = "cpu", workdir: p
         _warm(dirs)
         for i in range(rounds):
             last = i == rounds - 1
-            for method in PARAMS:
+            for method in PARAMS if peers else ("ties",):
                 mk_out, g_out = root / f"mk-{method}", root / f"g-{method}"
+                if not peers:
+                    once(f"guard {method}", [sys.executable, "-m", "benchmarks.merge", "plain", str(configs[method]),
+                                             str(g_out)], g_out)
+                    continue
                 once(f"mergekit {method}", ["mergekit-yaml", str(configs[method]), str(mk_out), "--no-copy-tokenizer",
                                             "--random-seed", "42"], mk_out, keep=last)
                 once(f"guard {method}", [sys.executable, "-m", "benchmarks.merge", "plain", str(configs[method]),
@@ -237,16 +247,23 @@ def run(*, size: str = "bench", rounds: int = 3, device: str = "cpu", workdir: p
         "size": size, "rounds": rounds, "input_bytes": input_bytes, "device": device,
         "medians": med, "all_wall_seconds": {label: [round(r["wall"], 3) for r in rs] for label, rs in runs.items()},
         "throughput_bytes_per_s": {label: input_bytes / m["wall"] for label, m in med.items()},
+        "gate_over_plain_ties": med["guard safe-merge ties"]["wall"] / med["guard ties"]["wall"],
+        "gate_over_plain_ties_cpu": med["guard safe-merge ties"]["cpu"] / med["guard ties"]["cpu"],
+        "strict_gate_over_plain_ties": (med["guard safe-merge ties, strict with MergeLock detection"]["wall"]
+                                        / med["guard ties"]["wall"]),
+        "strict_gate_over_plain_ties_cpu": (med["guard safe-merge ties, strict with MergeLock detection"]["cpu"]
+                                            / med["guard ties"]["cpu"]),
+        "load_average": os.getloadavg(), "cpus": os.cpu_count(),
+    }
+    if not peers:
+        return report
+    report.update({
         "ratio_ties": med["mergekit ties"]["wall"] / med["guard ties"]["wall"],
         "ratio_task_arithmetic": med["mergekit task_arithmetic"]["wall"] / med["guard task_arithmetic"]["wall"],
         "rss_ratio_ties": med["guard ties"]["rss"] / med["mergekit ties"]["rss"],
         "rss_ratio_task_arithmetic": med["guard task_arithmetic"]["rss"] / med["mergekit task_arithmetic"]["rss"],
-        "gate_over_plain_ties": med["guard safe-merge ties"]["wall"] / med["guard ties"]["wall"],
-        "strict_gate_over_plain_ties": (med["guard safe-merge ties, strict with MergeLock detection"]["wall"]
-                                        / med["guard ties"]["wall"]),
         "difference_vs_mergekit": differences,
-        "load_average": os.getloadavg(), "cpus": os.cpu_count(),
-    }
+    })
     return report
 
 
@@ -268,9 +285,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--workdir", type=pathlib.Path, default=None)
+    parser.add_argument("--gate-only", action="store_true",
+                        help="guard's plain ties merge and the two gates only (the gate's overhead; no mergekit)")
     args = parser.parse_args(argv)
     report = run(size="small" if args.small else "bench", rounds=1 if args.small else args.rounds, device=args.device,
-                 workdir=args.workdir)
+                 workdir=args.workdir, peers=not args.gate_only)
     print(json.dumps(report, indent=2, sort_keys=True))
 
 

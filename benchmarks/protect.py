@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from guard.artifacts.writer import fsync_tree
+from guard.artifacts.atomic import fsync_tree
 
 SIZES = {
     "small": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,

@@ -8,10 +8,12 @@ Tensor data is read later, on demand, from the validated offsets (see tensors.py
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 from guard.artifacts import index as index_mod
 from guard.artifacts.dtypes import is_parameter_dtype
@@ -29,7 +31,7 @@ class FileReport:
     relpath: str
     size: int
     kind: str
-    mtime_ns: int = 0
+    identity: tuple[int, ...] = ()  # what validation read (guard.artifacts.identity): reads later must match it
 
 
 @dataclasses.dataclass
@@ -88,6 +90,18 @@ class ModelDir:
     def file(self, relpath: str) -> FileReport:
         return next(f for f in self.files if f.relpath == relpath)
 
+    @contextlib.contextmanager
+    def open_file(self, relpath: str) -> Iterator[BinaryIO]:
+        """One of this model's files, read-only, refused (file-changed) unless it is the file validation read,
+        at open and again when the caller is done. Read files through this, never through `root / relpath`."""
+        from guard.artifacts.identity import check_unchanged, open_validated
+
+        identity = self.file(relpath).identity
+        fd = open_validated(self.root, relpath, identity, follow_symlinks=self.policy.allow_symlinks)
+        with os.fdopen(fd, "rb") as handle:
+            yield handle
+            check_unchanged(handle.fileno(), identity, self.root / relpath)
+
     def iter_tensors(self, *, device="cpu", names: Iterable[str] | None = None) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
         """(name, tensor) shard by shard in file order; one tensor's bytes in memory at a time."""
         from guard.artifacts.tensors import iter_tensors
@@ -115,11 +129,13 @@ def open_model_dir(path: str | os.PathLike, *, policy: ReadPolicy | None = None)
     for rel in relpaths:
         keep = rel == CONFIG_NAME or (rel.endswith(index_mod.INDEX_SUFFIX) and "/" not in rel)
         sniffed = sniff_file(root, rel, policy=policy, keep_json=keep)
-        files.append(FileReport(relpath=rel, size=sniffed.size, kind=sniffed.kind, mtime_ns=sniffed.mtime_ns))
+        files.append(FileReport(relpath=rel, size=sniffed.size, kind=sniffed.kind, identity=sniffed.identity))
         findings.extend(sniffed.findings)
         if sniffed.header is not None:
             headers[rel] = sniffed.header
         if keep:
+            if any(f.rule == "json-too-large" for f in sniffed.findings):
+                continue  # refused unparsed; the refusal stands
             if sniffed.kind == "json":
                 json_values[rel] = sniffed.json_value
             else:

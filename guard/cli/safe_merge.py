@@ -10,7 +10,8 @@ import pathlib
 
 import click
 
-from guard.cli._signing_options import pop_signer_options, signer_from_options, signer_options
+from guard.cli._signing_options import pop_signer_options, signer_from_options, signer_options, wants_signing
+from guard.cli._verifier_options import pop_verifier_options, verifier_options
 
 _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
 
@@ -21,37 +22,28 @@ _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
               help="Where to write the merged model (must not exist).")
 @click.option("--policy", default=None, help="Policy file, or a shipped policy's name (strict, research). "
                                               "Default: the config's guard.policy, else strict.")
-@click.option("--key", "public_key", type=_FILE, default=None, help="Trust signatures by this EC public key (PEM).")
-@click.option("--certificate-chain", "trust_chain", type=_FILE, multiple=True,
-              help="Trust certificates chaining to this root (PEM; repeatable).")
-@click.option("--identity", default=None, help="Trust this Sigstore identity (with --issuer).")
-@click.option("--issuer", default=None, help="The OIDC issuer of --identity.")
-@click.option("--trust-config", "verify_trust_config", type=_FILE, default=None,
-              help="Sigstore ClientTrustConfig JSON for --identity (offline verification).")
-@signer_options(key_flag="--sign-key", chain_flag="--sign-certificate-chain", trust_config_flag="--sign-trust-config")
+@verifier_options(prefix="")  # trust inputs signed this way, besides the policy's trusted signers
+@signer_options(key_flag="--sign-key", beside_verifier=True)
 @click.option("--unsigned", is_flag=True, help="Write the merged model without a signature or provenance.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision record as JSON.")
-def safe_merge(config: pathlib.Path, out_dir: pathlib.Path, policy: str | None, public_key: pathlib.Path | None,
-               trust_chain: tuple[pathlib.Path, ...], identity: str | None, issuer: str | None,
-               verify_trust_config: pathlib.Path | None, unsigned: bool, as_json: bool, **options) -> int:
+def safe_merge(config: pathlib.Path, out_dir: pathlib.Path, policy: str | None, unsigned: bool, as_json: bool,
+               **options) -> int:
     """Check every input of a mergekit-style CONFIG against the policy, merge, and sign the result."""
     from guard.errors import InputError, PolicyRefusal
 
     signer_args = pop_signer_options(options)
-    wants_signature = signer_args.get("sign_key") is not None or signer_args.get("sigstore")
-    if unsigned and wants_signature:
+    trust_args = pop_verifier_options(options)
+    if unsigned and wants_signing(signer_args):
         raise InputError("--unsigned contradicts the signing options", rule="sign-method")
-    if not unsigned and not wants_signature:
+    if not unsigned and not wants_signing(signer_args):
         raise InputError("no signing method for the merged model: pass --sign-key (or --certificate, --sigstore), "
                          "or --unsigned", rule="sign-method")
     signer = None if unsigned else signer_from_options(**signer_args)
-    verifier_options = {"key": public_key, "certificate_chain": trust_chain, "identity": identity,
-                        "issuer": issuer, "trust_config": verify_trust_config}
     from guard.pipeline.safe_merge import safe_merge as run
 
     show = None if as_json else _Live()
     try:
-        record = run(config, out_dir, policy=policy, verifier_options=verifier_options, signer=signer,
+        record = run(config, out_dir, policy=policy, verifier_options=trust_args, signer=signer,
                      progress=None if show is None else show.progress, on_check=None if show is None else show.check)
     finally:
         if show is not None:

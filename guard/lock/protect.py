@@ -133,7 +133,7 @@ def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse:
              signer) -> LockResult:
     from concurrent.futures import ThreadPoolExecutor
 
-    from guard.artifacts.writer import fsync_dir, fsync_tree
+    from guard.artifacts.atomic import fsync_dir, fsync_tree
     from guard.lock.output import LockedShards
 
     out = pathlib.Path(out)

@@ -314,6 +314,7 @@ def copy_support_files(layout, out_dir, *, dtype: str | None) -> list[str]:
                     config[key] = dtype
             target.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         else:
-            shutil.copyfile(layout.root / rel, target, follow_symlinks=False)
+            with layout.open_file(rel) as source, open(target, "xb") as copy:  # the validated file, not the path
+                shutil.copyfileobj(source, copy)
         copied.append(rel)
     return copied

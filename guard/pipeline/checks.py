@@ -16,9 +16,10 @@ In order, stopping at the first refusal (later checks are recorded as skipped):
    or unlocked when a lock key is given.
 4. stages: each configured stage's `check_input` (probes; see guard.pipeline.stages).
 
-The input's files are fingerprinted (device, inode, size, mtime, ctime) before verification;
-`subject.changed_files()` says which changed since, so a caller can refuse an input swapped after it
-was verified. Everything staged is removed when the context exits.
+The input's files are fingerprinted before verification (guard.artifacts.identity.file_identity: device,
+inode, ctime, mtime, size of each name, not following symlinks); `subject.changed_files()` says which
+changed since, so a caller can refuse an input swapped after it was verified. Everything staged is
+removed when the context exits.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class CheckedInput:
     verification: Any = None  # guard.signing.VerificationResult
     trusted: Any = None  # the TrustedVerifier that accepted the signature
     unlocked_with: str | None = None  # lock key id
+    detection: Any = None  # guard.lock.detect.LockSignature, when MergeLock detection ran (measurements, per layer)
     fingerprints: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -57,7 +59,7 @@ class CheckedInput:
         return any(c.verdict == "refuse" for c in self.checks)
 
     def changed_files(self) -> list[str]:
-        """Files whose identity (device, inode, size, mtime, ctime) changed since the checks, or that vanished."""
+        """Files whose identity (guard.artifacts.identity) changed since the checks, or that vanished."""
         return sorted(rel for rel, before in self.fingerprints.items() if _fingerprint(self.source / rel) != before)
 
     def to_json(self) -> dict[str, Any]:
@@ -73,11 +75,12 @@ class CheckedInput:
 
 
 def _fingerprint(path: pathlib.Path) -> tuple[int, ...]:
+    from guard.artifacts.identity import file_identity
+
     try:
-        st = os.stat(path, follow_symlinks=False)
+        return file_identity(os.lstat(path))
     except OSError:
         return ()
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def read_policy_for(policy) -> Any:
@@ -116,9 +119,10 @@ def _add(subject: CheckedInput, check: str, verdict: str, message: str, **fields
 def _artifacts(subject: CheckedInput, *, policy, **_) -> None:
     from guard.artifacts import open_model_dir
 
-    if not subject.source.is_dir():
-        raise InputError("no such model directory" if not subject.source.exists() else "not a directory",
-                         path=subject.source, rule="path-not-found")
+    if not subject.source.is_dir():  # a merge input is a model directory (config, shards), never a single file
+        exists = subject.source.exists()
+        raise InputError("not a directory (a merge input is a model directory)" if exists else "no such model directory",
+                         path=subject.source, rule="path-not-directory" if exists else "path-not-found")
     from guard.artifacts import list_model_files
 
     subject.fingerprints = {rel: _fingerprint(subject.source / rel) for rel in list_model_files(subject.source)}
@@ -211,13 +215,17 @@ def _mergelock(subject: CheckedInput, *, policy, base, lock_key, stack, work_dir
                                                                          "for the declaration)"), declared, None
     else:
         from guard.lock.detect import detect_model_dir
+        from guard.pipeline.inspect import require_same_architecture
 
         try:
+            if base is not None:
+                require_same_architecture(model, base.model)
             found = detect_model_dir(model, None if base is None else base.model)
         except InputError as exc:
             _add(subject, "mergelock", "refuse" if required else "warn",
                  f"MergeLock detection could not run: {exc.message}", rule=exc.rule)
             return
+        subject.detection = found
         flagged, rule, message = found.flagged, found.rule, found.message
         m = found.measurements
         if "attention_distance_median" in m:

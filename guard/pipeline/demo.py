@@ -144,7 +144,7 @@ def _consumer_steps(workdir, base_dir, expert_dirs, protected_dir, tampered, loc
 
     def gate(name: str, experts, **guard_section):
         return safe_merge(config(f"{name}.yml", experts, **guard_section), workdir / name,
-                          verifier_options={"key": public_key}, signer=signer)
+                          verifier_options={"public_key": public_key}, signer=signer)
 
     merged = gate("merged", expert_dirs)
     passed = sum(c.verdict == "pass" for c in merged.checks)
@@ -190,7 +190,7 @@ def _make_models(workdir: pathlib.Path) -> tuple[pathlib.Path, list[pathlib.Path
 
 def _keygen(workdir: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, bytes]:
     from guard.signing import keys
-    from guard.signing.bundle import write_atomically
+    from guard.artifacts.atomic import write_atomically
 
     passphrase = secrets.token_hex(16).encode()  # lives in memory only, for this demo
     key = keys.generate_private_key("p256")

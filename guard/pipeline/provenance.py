@@ -98,7 +98,7 @@ def signed_digests(signature: pathlib.Path) -> dict[str, str]:
 
 
 def write_provenance(model_dir: pathlib.Path, statement: bytes, signer) -> pathlib.Path:
-    from guard.signing.bundle import write_atomically
+    from guard.artifacts.atomic import write_atomically
 
     path = model_dir / PROVENANCE_FILE
     write_atomically(path, signer.sign(statement))

@@ -1,6 +1,6 @@
 """The safe-merge job: policy gate, per-input checks, streaming merge, signed provenance, atomic output.
 
-    record = safe_merge("merge.yml", "out/", policy=None, verifier_options={"key": "pub.pem"}, signer=signer)
+    record = safe_merge("merge.yml", "out/", policy=None, verifier_options={"public_key": "pub.pem"}, signer=signer)
 
 1. Load the config and the policy (the config's guard.policy, or the given one; default strict).
 2. Merge-level policy checks before any input is read: the method is allowed, the device is allowed,
@@ -10,9 +10,10 @@
 4. The stages' `prepare_merge`; then the streaming merge (guard.merge.run_merge) on the chosen device
    into a staging directory next to OUT. Only now may anything be read onto a GPU.
 5. Every input's files are compared with their fingerprints from before verification: an input
-   swapped or rewritten meanwhile refuses the run.
+   swapped or rewritten meanwhile refuses the run (an input read in place, see
+   guard.signing.open_verified_model, also stops the merge at the first read of such a file).
 6. Provenance (guard_provenance.json, signed) and the OMS signature (model.sig) are written into the
-   staging directory, which is fsynced and renamed to OUT.
+   staging directory (guard.artifacts.atomic.atomic_directory), which is fsynced and renamed to OUT.
 Refused: the record says why (verdict "refused") and nothing is at OUT. Bad input raises InputError.
 """
 
@@ -21,11 +22,10 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from guard.artifacts.identity import RULE_CHANGED
 from guard.errors import InputError
 from guard.pipeline.decision import Check, DecisionRecord
 
@@ -94,26 +94,36 @@ def safe_merge(config_path: str | os.PathLike, out: str | os.PathLike, *, policy
                 add(check)
         if record.refusals():
             return _finish(record, "refused")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.guard-merge-", dir=out.parent))
-        stack.callback(shutil.rmtree, staging, ignore_errors=True)
-        staged = staging / out.name
-        job.metadata = {"guard.merge_method": method.name}
-        summary = run_merge(job, staged, progress=progress)
-        record.merge = summary.to_json()
-        add(Check("merge", "pass", f"{method.name} on {summary.device}: {summary.merged_tensors} of "
-                                   f"{summary.tensors} tensors merged, {summary.output_bytes} bytes written",
-                  value=summary.seconds))
-        for subject in checked:
-            changed = subject.changed_files()
-            add(Check("unchanged-after-verification", "refuse" if changed else "pass",
-                      f"input changed after it was verified: {', '.join(changed[:3])}" if changed else
-                      "no file of this input changed during the run", input=subject.label,
-                      file=changed[0] if changed else None, rule="input-changed" if changed else None))
-        if record.refusals():
+        from guard.artifacts.atomic import atomic_directory
+
+        try:
+            with atomic_directory(out) as staged:  # OUT appears only when everything below succeeded
+                job.metadata = {"guard.merge_method": method.name}
+                try:
+                    summary = run_merge(job, staged, progress=progress)
+                except InputError as exc:
+                    # An input read in place refuses a file that is no longer the one verified (file-changed);
+                    # the check below names it. Anything else is what it says.
+                    if exc.rule != RULE_CHANGED or not any(subject.changed_files() for subject in checked):
+                        raise
+                    summary = None
+                else:
+                    record.merge = summary.to_json()
+                    add(Check("merge", "pass", f"{method.name} on {summary.device}: {summary.merged_tensors} of "
+                                               f"{summary.tensors} tensors merged, {summary.output_bytes} bytes "
+                                               "written", value=summary.seconds))
+                for subject in checked:
+                    changed = subject.changed_files()
+                    add(Check("unchanged-after-verification", "refuse" if changed else "pass",
+                              f"input changed after it was verified: {', '.join(changed[:3])}" if changed else
+                              "no file of this input changed during the run", input=subject.label,
+                              file=changed[0] if changed else None, rule="input-changed" if changed else None))
+                if record.refusals():
+                    raise _Abandon
+                record.output = _sign_output(staged, out, record=record, config=config, loaded=loaded,
+                                             checked=checked, device=summary.device, signer=signer)
+        except _Abandon:
             return _finish(record, "refused")
-        record.output = _commit(staged, out, record=record, config=config, loaded=loaded, checked=checked,
-                                device=summary.device, signer=signer)
     return _finish(record, "merged")
 
 
@@ -181,16 +191,21 @@ def _role(config, ref: str) -> str:
     return "safety-vector" if ref == config.safety_vector_ref() else "model"
 
 
-def _commit(staged: pathlib.Path, out: pathlib.Path, *, record: DecisionRecord, config, loaded, checked, device: str,
-            signer) -> dict[str, Any]:
+class _Abandon(Exception):
+    """Leaves the staged output unpublished (a check refused after the merge)."""
+
+
+def _sign_output(staged: pathlib.Path, out: pathlib.Path, *, record: DecisionRecord, config, loaded, checked,
+                 device: str, signer) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from guard.artifacts.writer import fsync_dir, fsync_tree
+    from guard.artifacts.atomic import fsync_tree
 
     output: dict[str, Any] = {"path": str(out)}
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-merge-sync")
     try:
-        # The merged bytes go to disk while they are hashed for the signature (read back from the page cache).
+        # The merged bytes go to disk while they are hashed for the signature (read back from the page cache);
+        # atomic_directory's own fsync before the rename then finds them clean.
         syncing = background.submit(fsync_tree, staged)
         if signer is not None:
             from guard.pipeline.provenance import (PROVENANCE_FILE, build_statement, dependency, signed_digests,
@@ -200,6 +215,7 @@ def _commit(staged: pathlib.Path, out: pathlib.Path, *, record: DecisionRecord, 
             signer = signer if hasattr(signer, "sign") else signer()
             # The OMS signature covers every file but the provenance, which is an attestation of its own,
             # signed by the same signer, naming exactly the digests that signature covers (hashed once).
+            # The staging directory already has OUT's name, which the signature records.
             signature = sign_model(staged, signer=signer, ignore_paths=[PROVENANCE_FILE])
             statement = build_statement(subjects=signed_digests(signature), config=config.to_json(),
                                         policy=loaded.to_json(), inputs=[dependency(c) for c in checked],
@@ -210,10 +226,4 @@ def _commit(staged: pathlib.Path, out: pathlib.Path, *, record: DecisionRecord, 
         syncing.result()
     finally:
         background.shutdown(wait=True)
-    fsync_tree(staged)  # the small files written since; the rest is clean
-    if out.exists() or out.is_symlink():
-        raise InputError("output appeared while merging", path=out, rule="output-exists")
-    staged.chmod(0o755)
-    os.rename(staged, out)
-    fsync_dir(out.parent)
     return output

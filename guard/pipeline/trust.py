@@ -29,15 +29,17 @@ class TrustedVerifier:
 
 
 def verifier_from_material(material: dict[str, Any]):
-    """A guard.signing Verifier from recorded public material."""
+    """A guard.signing Verifier from recorded public material (and the verification settings it records)."""
     method = material.get("method")
+    allow_legacy = bool(material.get("allow_legacy", False))
     if method == "key":
         from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
         from guard.signing.method_key import KeyVerifier
 
         try:
-            return KeyVerifier(public_key=load_pem_public_key(material["public_key_pem"].encode("ascii")))
+            return KeyVerifier(public_key=load_pem_public_key(material["public_key_pem"].encode("ascii")),
+                               allow_legacy=allow_legacy)
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"unusable public key material: {exc}", rule="trust-material") from None
     if method == "certificate":
@@ -49,12 +51,14 @@ def verifier_from_material(material: dict[str, Any]):
             anchors = [x509.load_pem_x509_certificate(p.encode("ascii")) for p in material["anchors_pem"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"unusable certificate material: {exc}", rule="trust-material") from None
-        return CertificateVerifier(anchors=anchors)
+        return CertificateVerifier(anchors=anchors, check_time=material.get("certificate_time", "now"),
+                                   allow_legacy=allow_legacy)
     if method == "sigstore":
         from guard.signing.method_sigstore import SigstoreVerifier
 
         return SigstoreVerifier(identity=material["identity"], issuer=material["issuer"],
-                                trust_config=material.get("trust_config"))
+                                trust_config=material.get("trust_config"), staging=bool(material.get("staging")),
+                                allow_legacy=allow_legacy)
     raise InputError(f"unknown verification method {method!r} in recorded material", rule="trust-material")
 
 
@@ -67,43 +71,49 @@ def _read_text(path: pathlib.Path, what: str) -> str:
         raise InputError(f"cannot read {what}: {exc}", path=path, rule="path-unreadable") from None
 
 
-def trusted_verifier(*, name: str, key: pathlib.Path | None = None, certificate_chain: Sequence[pathlib.Path] = (),
-                     identity: str | None = None, issuer: str | None = None,
-                     trust_config: pathlib.Path | None = None) -> TrustedVerifier:
-    if key is not None:
-        pem = _read_text(key, "public key")
-        verifier = TrustedVerifier(name=name, method="key", material={"method": "key", "public_key_pem": pem})
+def trusted_verifier(*, name: str, public_key: pathlib.Path | None = None,
+                     certificate_chain: Sequence[pathlib.Path] = (), certificate_time: str = "now",
+                     identity: str | None = None, issuer: str | None = None, trust_config: pathlib.Path | None = None,
+                     staging: bool = False, allow_legacy: bool = False) -> TrustedVerifier:
+    """One trusted signer from guard verify's options (guard.signing.load_verifier's names)."""
+    if public_key is not None:
+        material = {"method": "key", "public_key_pem": _read_text(public_key, "public key")}
     elif certificate_chain:
-        pems = [_read_text(p, "certificate") for p in certificate_chain]
-        verifier = TrustedVerifier(name=name, method="certificate", material={"method": "certificate", "anchors_pem": pems})
+        material = {"method": "certificate", "anchors_pem": [_read_text(p, "certificate") for p in certificate_chain],
+                    "certificate_time": certificate_time}
     elif identity and issuer:
         material = {"method": "sigstore", "identity": identity, "issuer": issuer}
         if trust_config is not None:
             material["trust_config"] = str(trust_config)
-        verifier = TrustedVerifier(name=name, method="sigstore", material=material)
+        if staging:
+            material["staging"] = True
     else:
         raise InputError("a trusted signer needs a key, a certificate chain, or an identity with an issuer",
                          rule="verify-method")
+    if allow_legacy:
+        material["allow_legacy"] = True
+    verifier = TrustedVerifier(name=name, method=material["method"], material=material)
     verifier.verifier  # noqa: B018 - load now: a bad key is bad input before any model is read
     return verifier
 
 
-def trusted_verifiers(policy, *, key=None, certificate_chain=(), identity=None, issuer=None,
-                      trust_config=None) -> list[TrustedVerifier]:
-    """The policy's trusted signers (paths relative to the policy file), then the command line's."""
+def trusted_verifiers(policy, **options) -> list[TrustedVerifier]:
+    """The policy's trusted signers (paths relative to the policy file), then the command line's: `options` are
+    guard verify's verifier options (public_key, certificate_chain, certificate_time, identity, issuer,
+    trust_config, staging, allow_legacy), all optional here."""
     result = []
     for i, signer in enumerate(policy.policy.signatures.trusted_signers):
         result.append(trusted_verifier(
             name=signer.name or f"policy signer {i + 1}",
-            key=None if signer.key is None else policy.resolve(signer.key),
+            public_key=None if signer.key is None else policy.resolve(signer.key),
             certificate_chain=[policy.resolve(p) for p in signer.certificate_chain or ()],
             identity=signer.identity, issuer=signer.issuer,
             trust_config=None if signer.trust_config is None else policy.resolve(signer.trust_config)))
-    if key is not None or certificate_chain or identity or issuer:
+    if options.get("public_key") is not None or options.get("certificate_chain") or options.get("identity") \
+            or options.get("issuer"):
         from guard.signing.verify import check_verifier_options
 
-        check_verifier_options(public_key=key, certificate_chain=certificate_chain, identity=identity, issuer=issuer,
-                               trust_config=trust_config)
-        result.append(trusted_verifier(name="command line", key=key, certificate_chain=certificate_chain,
-                                       identity=identity, issuer=issuer, trust_config=trust_config))
+        check_verifier_options(**{k: options.get(k) for k in ("public_key", "certificate_chain", "identity",
+                                                                "issuer", "trust_config", "staging")})
+        result.append(trusted_verifier(name="command line", **options))
     return result

@@ -19,7 +19,7 @@ def schema_text() -> str:
 
 
 if __name__ == "__main__":
-    from guard.signing.bundle import write_atomically
+    from guard.artifacts.atomic import write_atomically
 
     write_atomically(SCHEMA_PATH, schema_text())
     print(f"wrote {SCHEMA_PATH}")

@@ -34,32 +34,40 @@ class VerificationResult:
     files: tuple[str, ...]
     total_bytes: int
     legacy_predicate: bool
+    model_name: str = ""  # the name the signed statement gives the model (its subject)
+    read: str | None = None  # open_verified_model: where the verified bytes are read ("in place", "private copy: why")
 
     def to_json(self) -> dict:
-        return {"verified": True, "model_dir": str(self.model_dir), "signature": str(self.signature),
+        data = {"verified": True, "model_dir": str(self.model_dir), "signature": str(self.signature),
                 "method": self.method, "signer": self.signer, "root_digest": f"sha256:{self.root_digest}",
                 "hash_type": self.hash_type, "serialization": self.serialization, "files": list(self.files),
-                "bytes": self.total_bytes, "legacy_predicate": self.legacy_predicate}
+                "bytes": self.total_bytes, "legacy_predicate": self.legacy_predicate,
+                "model_name": self.model_name}
+        if self.read is not None:
+            data["read"] = self.read
+        return data
 
 
 def load_verifier(*, public_key: str | os.PathLike | None = None,
                   certificate_chain: Sequence[str | os.PathLike] = (), identity: str | None = None,
                   issuer: str | None = None, trust_config: str | os.PathLike | None = None, staging: bool = False,
-                  certificate_time: str = "now") -> Verifier:
-    """Exactly one method: `public_key`; `certificate_chain` (trust anchors); or `identity` + `issuer` (keyless)."""
+                  certificate_time: str = "now", allow_legacy: bool = False) -> Verifier:
+    """Exactly one method: `public_key`; `certificate_chain` (trust anchors); or `identity` + `issuer` (keyless).
+    `allow_legacy`: also accept model_signing 0.2's forms (off by default)."""
     check_verifier_options(public_key=public_key, certificate_chain=certificate_chain, identity=identity,
                            issuer=issuer, trust_config=trust_config, staging=staging)
     if public_key is not None:
         from guard.signing.method_key import KeyVerifier
 
-        return KeyVerifier.from_file(public_key)
+        return KeyVerifier.from_file(public_key, allow_legacy=allow_legacy)
     if certificate_chain:
         from guard.signing.method_certificate import CertificateVerifier
 
-        return CertificateVerifier.from_files(certificate_chain, check_time=certificate_time)
+        return CertificateVerifier.from_files(certificate_chain, check_time=certificate_time, allow_legacy=allow_legacy)
     from guard.signing.method_sigstore import SigstoreVerifier
 
-    return SigstoreVerifier(identity=identity or "", issuer=issuer or "", trust_config=trust_config, staging=staging)
+    return SigstoreVerifier(identity=identity or "", issuer=issuer or "", trust_config=trust_config, staging=staging,
+                            allow_legacy=allow_legacy)
 
 
 def check_verifier_options(*, public_key=None, certificate_chain=(), identity=None, issuer=None, trust_config=None,
@@ -120,17 +128,19 @@ def check_signature(model_dir: str | os.PathLike, *, signature: str | os.PathLik
 
 
 def _locate(model_dir: str | os.PathLike, signature: str | os.PathLike | None) -> tuple[pathlib.Path, pathlib.Path]:
+    """The model (a directory, or a single file) and its signature (default: _files.default_signature)."""
     root = pathlib.Path(model_dir)
-    if not root.is_dir():
-        raise InputError("no such model directory" if not root.exists() else "not a directory", path=root,
-                         rule="path-not-found" if not root.exists() else "path-not-directory")
-    return root, pathlib.Path(signature) if signature is not None else root / _files.DEFAULT_SIGNATURE_NAME
+    return root, pathlib.Path(signature) if signature is not None else _files.default_signature(root)
 
 
 def _check_bundle(root: pathlib.Path, sig_path: pathlib.Path, bundle: Bundle, verifier: Verifier,
                   ignore_paths: Iterable[str | os.PathLike]) -> tuple[SignedContent, Manifest, list[str]]:
     content = verifier.verify(bundle)
     manifest = parse_statement(content.payload)
+    if manifest.legacy and not verifier.allow_legacy:
+        raise VerificationError("verification failed: a model_signing 0.2 statement (predicate "
+                                "https://model_signing/Digests/v0.1), a legacy form guard accepts only with "
+                                "--allow-legacy (API: allow_legacy=True)", rule="verify-legacy")
     if content.legacy_encoding and not manifest.legacy:
         raise VerificationError("verification failed: a v1.0 statement signed with model_signing 0.2's legacy "
                                 "DSSE encoding", rule="verify-signature")
@@ -142,11 +152,17 @@ def _check_bundle(root: pathlib.Path, sig_path: pathlib.Path, bundle: Bundle, ve
 
 def _covered(root: pathlib.Path, sig_path: pathlib.Path, manifest: Manifest,
              ignore_paths: Iterable[str | os.PathLike]) -> list[str]:
+    return _files.covered_files(root, ignore=uncovered(root, sig_path, manifest, ignore_paths), verifying=True)
+
+
+def uncovered(root: pathlib.Path, sig_path: pathlib.Path, manifest: Manifest,
+              ignore_paths: Iterable[str | os.PathLike]) -> list[str]:
+    """The names a verification leaves out: the signed ignore list, the caller's, and the signature itself."""
     ignore = list(manifest.serialization.ignore_paths) + _files.normalize_ignore(ignore_paths)
-    inside = _files.relative_inside(sig_path, root)
+    inside = None if _files.is_single_file(root) else _files.relative_inside(sig_path, root)
     if inside is not None:
         ignore.append(inside)
-    return _files.covered_files(root, ignore=ignore, verifying=True)
+    return ignore
 
 
 def _speculative_job(root: pathlib.Path, sig_path: pathlib.Path, payload: bytes,
@@ -168,4 +184,4 @@ def finish(root: pathlib.Path, sig_path: pathlib.Path, verifier: Verifier, conte
         model_dir=root, signature=sig_path, method=verifier.method, signer=content.signer,
         root_digest=manifest.root_digest(), hash_type=manifest.serialization.hash_type,
         serialization=manifest.serialization.method, files=tuple(sorted(hashed.sizes)),
-        total_bytes=hashed.total_bytes, legacy_predicate=manifest.legacy)
+        total_bytes=hashed.total_bytes, legacy_predicate=manifest.legacy, model_name=manifest.model_name)

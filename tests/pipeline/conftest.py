@@ -39,7 +39,7 @@ class Workspace:
 
 def write_key_pair(private: pathlib.Path, public: pathlib.Path) -> None:
     from guard.signing import keys
-    from guard.signing.bundle import write_atomically
+    from guard.artifacts.atomic import write_atomically
 
     key = keys.generate_private_key("p256")
     write_atomically(private, keys.private_key_pem(key, PASSPHRASE).decode("ascii"), mode=0o600)

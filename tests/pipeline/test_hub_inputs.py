@@ -30,7 +30,7 @@ def _config(ws, ref, name):
 
 
 def _merge(ws, config, out):
-    return safe_merge(config, ws.root / out, verifier_options={"key": ws.public_key}, signer=ws.signer())
+    return safe_merge(config, ws.root / out, verifier_options={"public_key": ws.public_key}, signer=ws.signer())
 
 
 def test_hub_input_is_fetched_once_checked_and_recorded(workspace, online, monkeypatch):

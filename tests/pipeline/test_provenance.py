@@ -17,7 +17,7 @@ from tests.pipeline.conftest import PASSPHRASE
 @pytest.fixture
 def merged(workspace):
     out = workspace.root / "out"
-    record = safe_merge(workspace.config(), out, verifier_options={"key": workspace.public_key},
+    record = safe_merge(workspace.config(), out, verifier_options={"public_key": workspace.public_key},
                         signer=workspace.signer())
     assert record.verdict == "merged"
     return workspace, out

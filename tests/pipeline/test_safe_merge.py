@@ -15,7 +15,7 @@ from guard.pipeline.stages import STAGES, Stage
 
 
 def _run(ws, config=None, **kwargs):
-    kwargs.setdefault("verifier_options", {"key": ws.public_key})
+    kwargs.setdefault("verifier_options", {"public_key": ws.public_key})
     kwargs.setdefault("signer", ws.signer())
     out = ws.root / "out"
     record = safe_merge(config or ws.config(), out, **kwargs)
