@@ -16,7 +16,7 @@ from guard.pipeline.safe_merge import safe_merge
 
 def _run(ws, config, **kwargs):
     out = ws.root / "out"
-    record = safe_merge(config, out, verifier_options={"key": ws.public_key}, signer=ws.signer(), **kwargs)
+    record = safe_merge(config, out, verifier_options={"public_key": ws.public_key}, signer=ws.signer(), **kwargs)
     return record, out
 
 
