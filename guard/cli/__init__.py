@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "scan": "guard.cli.scan:scan_cmd",
     "safe-merge": "guard.cli.safe_merge:safe_merge",
     "serve": "guard.cli.serve:serve",
+    "safety-vector": "guard.cli.safety_vector:safety_vector",
 }
 
 HELP: dict[str, str] = {
@@ -43,6 +44,7 @@ HELP: dict[str, str] = {
     "scan": "Probe a model for backdoors, safety stripping and re-parameterisation.",
     "safe-merge": "Check every input against a policy, merge, and sign the result with provenance.",
     "serve": "Run the Hub webhook audit service (webhook, workers, dashboard).",
+    "safety-vector": "EnchTable: distil a signed safety vector from an aligned model (safety-vector distill).",
 }
 
 

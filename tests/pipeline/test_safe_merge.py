@@ -11,7 +11,7 @@ from guard.artifacts import open_model_dir
 from guard.errors import InputError
 from guard.pipeline.decision import Check
 from guard.pipeline.safe_merge import safe_merge
-from guard.pipeline.stages import Stage
+from guard.pipeline.stages import STAGES, Stage
 
 
 def _run(ws, config=None, **kwargs):
@@ -99,7 +99,8 @@ def test_an_input_swapped_after_verification_is_refused(workspace):
     assert first.input == str(workspace.experts[0]) and first.file == "model.safetensors"
 
 
-def test_a_configured_stage_that_does_not_exist_is_bad_input(workspace):
+def test_a_configured_stage_that_does_not_exist_is_bad_input(workspace, monkeypatch):
+    monkeypatch.delitem(STAGES, "dam")  # a build without the DAM stage
     with pytest.raises(InputError) as info:
         _run(workspace, config=workspace.config(guard={"dam": {"strength": 1}}))
     assert info.value.rule == "stage-unavailable"
