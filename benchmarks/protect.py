@@ -171,7 +171,7 @@ def precision(*, bounds=(2.0, 8.0, 16.0), families=None) -> dict:
     from guard.lock.state import protect_state
     from guard.testing import factory
 
-    key = LockKey(bytes(range(32)))
+    key = LockKey(bytes(range(32))).for_run(bytes(32))
     families = families or (*factory.ALL_FAMILIES, "minilm")
 
     def output(model, inputs):
@@ -210,7 +210,7 @@ def roundtrip(*, bounds=(2.0, 8.0, 16.0), families=None) -> dict:
     from guard.lock.state import protect_state
     from tests.lock.conftest import LOCK_FAMILIES, build
 
-    key = LockKey(bytes(range(32)))
+    key = LockKey(bytes(range(32))).for_run(bytes(32))
     table: dict = {}
     for bound in bounds:
         errors = {}

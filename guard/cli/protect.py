@@ -65,7 +65,7 @@ def protect(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Pa
         emit_json(summary)
     else:
         check = result.selfcheck
-        click.echo(f"protected {model_dir} -> {result.out_dir} (lock key id {key.key_id})")
+        click.echo(f"protected {model_dir} -> {result.out_dir} (this run's lock key id {summary['key_id']})")
         click.echo(f"  {summary['blocks']} attention blocks, layout {summary['layout']}: QK {summary['qk']}; "
                    f"VO {summary['vo']}")
         click.echo(f"  MLP: {summary['mlp']}")

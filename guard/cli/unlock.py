@@ -19,17 +19,28 @@ from guard.cli._signing_options import pop_signer_options, signer_from_options, 
               help="Where to write the restored model (must not exist).")
 @click.option("--lock-key", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True,
               help="The lock key the model was protected with.")
+@click.option("--allow-legacy", is_flag=True,
+              help="Also unlock a format v1 output, whose guard_lock.json carries no MAC (written before v2).")
+@click.option("--unverified", is_flag=True,
+              help="Unlock without verifying the protected model's signature first.")
 @signer_options(key_flag="--sign-key")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def unlock(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Path, as_json: bool, **options) -> int:
+def unlock(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Path, allow_legacy: bool,
+           unverified: bool, as_json: bool, **options) -> int:
     """Undo MergeLock on MODEL_DIR (optionally signing the restored model)."""
+    from guard.errors import InputError
     from guard.lock.keys import read_lock_key
-    from guard.lock.protect import unlock_model
 
     signer_args = pop_signer_options(options)
+    if not unverified:
+        raise InputError("no verification method for the protected model: pass --unverified to unlock it "
+                         "without checking its signature", rule="verify-method")
     wants_signature = signer_args.get("sign_key") is not None or signer_args.get("sigstore")
     signer = signer_from_options(**signer_args) if wants_signature else None
-    result = unlock_model(model_dir, out_dir, key=read_lock_key(lock_key), signer=signer)
+    key = read_lock_key(lock_key)
+    from guard.lock.protect import unlock_model  # torch loads only past the option checks
+
+    result = unlock_model(model_dir, out_dir, key=key, signer=signer, allow_legacy=allow_legacy)
     check = result.selfcheck
     if as_json:
         from guard.cli._output import emit_json

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from guard.errors import InputError
-from guard.lock.keys import LockKey
+from guard.lock.keys import RunKey
 from guard.lock.layouts.base import Layout, MlpLayout
 from guard.lock.sampling import SeedStream, permutation
 
@@ -105,11 +105,11 @@ def permute_block(mlp: MlpLayout, parts: Mapping[Part, torch.Tensor], perm) -> d
     return out
 
 
-def derive_permutation(key: LockKey, *, block: str, units: int) -> np.ndarray:
+def derive_permutation(key: RunKey, *, block: str, units: int) -> np.ndarray:
     return permutation(SeedStream(key.derive_seed(block=block, group=0, branch="mlp")), units)
 
 
-def lock_mlp_block(plan: MlpPlan, block: str, tensors: Mapping[str, torch.Tensor], *, key: LockKey,
+def lock_mlp_block(plan: MlpPlan, block: str, tensors: Mapping[str, torch.Tensor], *, key: RunKey,
                    inverse: bool = False, path=None) -> dict[str, torch.Tensor]:
     """Permute (or, with inverse=True, un-permute) the hidden units of one MLP block."""
     names = plan.blocks[block]

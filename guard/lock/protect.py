@@ -11,7 +11,6 @@ then renamed to OUT: partial or failed work never looks complete.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import shutil
@@ -19,16 +18,14 @@ import tempfile
 import time
 from typing import Any
 
-from guard.errors import InputError, PolicyRefusal, VerificationError
-from guard.lock.keys import LockKey
+from guard.errors import InputError, PolicyRefusal
+from guard.lock.keys import LockKey, RunKey
+from guard.lock.lockfile import LOCK_FILE, VERSION, open_lock, read_lock_file, seal, write_lock_file
 from guard.lock.mlp import lock_mlp_block
 from guard.lock.plan import LockPlan, plan_lock
 from guard.lock.selfcheck import SelfCheck, require_pass, self_check, streamed_probe_output
 from guard.lock.state import DEFAULT_BOUND, lock_block
 
-LOCK_FILE = "guard_lock.json"
-FORMAT = "guard-mergelock"
-VERSION = 1
 _SIGNATURE = "model.sig"
 _INDEX = "model.safetensors.index.json"
 # Kinds that are copied verbatim; anything else that can carry weights (another safetensors file, GGUF,
@@ -55,41 +52,22 @@ def protect_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKe
     if LOCK_FILE in {f.relpath for f in model.files}:
         raise InputError(f"already MergeLock-protected ({LOCK_FILE} present); unlock it first", path=src,
                          rule="lock-already-protected")
-    metadata = {"format": FORMAT, "version": VERSION, "key_id": key.key_id, "bound": bound,
-                **plan.describe(), "dtypes": model.dtype_counts(), "mlp_permute": mlp_permute,
+    run = key.fresh_run()  # a new nonce: this output shares no key-derived value with any other
+    metadata = {"bound": bound, **plan.describe(), "dtypes": model.dtype_counts(), "mlp_permute": mlp_permute,
                 "mlp": _describe_mlp(plan, model)}
-    return _rewrite(model, out, plan=plan, key=key, bound=bound, inverse=False, metadata=metadata, signer=signer)
+    return _rewrite(model, out, plan=plan, key=run, bound=bound, inverse=False, metadata=metadata, signer=signer)
 
 
-def unlock_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, signer=None) -> LockResult:
-    """Restore the original weights of a protected model with its lock key."""
+def unlock_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, signer=None,
+                 allow_legacy: bool = False) -> LockResult:
+    """Restore the original weights of a protected model with its lock key. The lock file must carry the
+    key's id for its nonce and an intact MAC (format v1, which has none, only with allow_legacy)."""
     model, config, _ = _open(src)
-    metadata = read_lock_metadata(model.root, present={f.relpath for f in model.files})
-    if metadata["key_id"] != key.key_id:
-        raise VerificationError(
-            f"wrong lock key: its id {key.key_id} does not match the model's {metadata['key_id']}",
-            path=model.root / LOCK_FILE, rule="lock-wrong-key")
+    metadata = read_lock_file(model.root, present={f.relpath for f in model.files})
+    run = open_lock(metadata, key, path=model.root, allow_legacy=allow_legacy)
     plan = plan_lock(model.tensors.keys(), config, path=src, mlp=metadata["mlp_permute"])
-    return _rewrite(model, out, plan=plan, key=key, bound=float(metadata["bound"]), inverse=True, metadata=None,
+    return _rewrite(model, out, plan=plan, key=run, bound=float(metadata["bound"]), inverse=True, metadata=None,
                     signer=signer)
-
-
-def read_lock_metadata(root: pathlib.Path, *, present: set[str]) -> dict[str, Any]:
-    path = root / LOCK_FILE
-    if LOCK_FILE not in present:
-        raise InputError(f"not a MergeLock-protected model (no {LOCK_FILE})", path=root, rule="lock-not-protected")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"unreadable lock metadata: {exc}", path=path, rule="lock-metadata") from None
-    ok = (isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == VERSION
-          and isinstance(data.get("key_id"), str) and isinstance(data.get("bound"), (int, float))
-          and 1.0 < float(data["bound"]) <= 64.0 and isinstance(data.setdefault("mlp_permute", False), bool))
-    # (metadata written before the MLP hardening has no mlp_permute: those models were attention-only)
-    if not ok:
-        raise InputError(f"lock metadata is not {FORMAT} v{VERSION} with a key_id and a bound in (1, 64]",
-                         path=path, rule="lock-metadata")
-    return data
 
 
 def _describe_mlp(plan: LockPlan, model) -> str:
@@ -129,7 +107,7 @@ def transformers_config(raw: dict | None, *, path=None):
                          rule="lock-config") from None
 
 
-def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse: bool, metadata: dict | None,
+def _rewrite(model, out, *, plan: LockPlan, key: RunKey, bound: float, inverse: bool, metadata: dict | None,
              signer) -> LockResult:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -164,8 +142,8 @@ def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse:
         seconds["selfcheck"] = time.perf_counter() - started - seconds["transform"]
         require_pass(check, path=model.root)
         if metadata is not None:
-            metadata = {**metadata, "selfcheck": check.as_metadata()}
-            (staged / LOCK_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            metadata = seal({**metadata, "selfcheck": check.as_metadata()}, key)
+            write_lock_file(staged, metadata)
         signature = None
         if signer is not None:
             from guard.signing import sign_model
@@ -216,7 +194,7 @@ def _unit_of(plan: LockPlan) -> dict[str, tuple[str, str]]:
     return unit_of
 
 
-def _stream(model, shards, *, plan: LockPlan, key: LockKey, bound: float, inverse: bool) -> None:
+def _stream(model, shards, *, plan: LockPlan, key: RunKey, bound: float, inverse: bool) -> None:
     """Read the tensors the lock rewrites in file order; transform each block once it is complete and
     write it at its place. (LockedShards copied the other tensors without reading them.)"""
     unit_of = _unit_of(plan)

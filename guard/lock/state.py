@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from guard.lock.keys import LockKey
+from guard.lock.keys import RunKey
 from guard.lock.mlp import lock_mlp_block
 from guard.lock.plan import LockPlan, check_shapes, plan_lock
 from guard.lock.transform import apply_transforms, derive_transforms
@@ -19,7 +19,7 @@ from guard.lock.transform import apply_transforms, derive_transforms
 DEFAULT_BOUND = 8.0  # singular values in [1/8, 8]: condition number <= 64 (see docs/lock.md for the choice)
 
 
-def lock_block(plan: LockPlan, block: str, tensors: Mapping[str, torch.Tensor], *, key: LockKey,
+def lock_block(plan: LockPlan, block: str, tensors: Mapping[str, torch.Tensor], *, key: RunKey,
                bound: float = DEFAULT_BOUND, inverse: bool = False, path=None) -> dict[str, torch.Tensor]:
     """Transform (or, with inverse=True, restore) the tensors of one attention block.
     `tensors` maps tensor names to values and must hold every tensor of `block`."""
@@ -38,7 +38,7 @@ def lock_block(plan: LockPlan, block: str, tensors: Mapping[str, torch.Tensor], 
     return {names[rk]: tensor for rk, tensor in locked.items()}
 
 
-def protect_state(state: Mapping[str, torch.Tensor], *, config: Any, key: LockKey, bound: float = DEFAULT_BOUND,
+def protect_state(state: Mapping[str, torch.Tensor], *, config: Any, key: RunKey, bound: float = DEFAULT_BOUND,
                   inverse: bool = False, mlp_permute: bool = True) -> dict[str, torch.Tensor]:
     """Return a new state dict with every attention block locked (or unlocked) and, with mlp_permute,
     every MLP's hidden units permuted (or put back); other tensors shared."""

@@ -10,7 +10,7 @@ from guard.lock.keys import LockKey
 from guard.lock.state import protect_state
 from tests.lock.conftest import build, model_output, synthetic_fine_tune
 
-KEY = LockKey(bytes(range(32)))
+KEY = LockKey(bytes(range(32))).for_run(bytes(32))
 
 
 def _fine_tune(state, scale=0.05, seed=1):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from guard.lock.keys import LockKey
+from guard.lock.keys import LockKey, RunKey
 
 LOCK_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi3", "gemma", "bert", "vit", "t5", "gptj")
 
@@ -56,6 +56,17 @@ def lock_key() -> LockKey:
 @pytest.fixture(scope="session")
 def other_key() -> LockKey:
     return LockKey(bytes(range(1, 33)))
+
+
+@pytest.fixture(scope="session")
+def run_key(lock_key) -> RunKey:
+    """lock_key bound to a fixed nonce: the in-memory transforms (protect_state) are reproducible."""
+    return lock_key.for_run(bytes(32))
+
+
+@pytest.fixture(scope="session")
+def other_run_key(other_key) -> RunKey:
+    return other_key.for_run(bytes(32))
 
 
 def save_family(family: str, out, *, shards: int = 1, dtype: torch.dtype = torch.float32):

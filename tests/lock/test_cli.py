@@ -36,7 +36,7 @@ def test_publisher_command_protects_signs_and_verifies(workdir):
     assert summary["mlp_permute"] is True and "hidden units" in summary["mlp"]
     verified = run_guard("verify", out, "--key", workdir / "sign.key.pub")
     assert verified.returncode == 0, verified.stderr
-    restored = run_guard("unlock", out, "--out", workdir / "restored", "--lock-key", workdir / "lock.key")
+    restored = run_guard("unlock", out, "--out", workdir / "restored", "--lock-key", workdir / "lock.key", "--unverified")
     assert restored.returncode == 0 and "unlocked" in restored.stdout
 
 
@@ -46,7 +46,7 @@ def test_unlock_with_wrong_key_is_one_line_exit_1(workdir):
     protected = run_guard("protect", workdir / "model", "--out", locked, "--lock-key", workdir / "lock.key",
                           "--unsigned", "--no-mlp-permute")
     assert protected.returncode == 0 and "MLP: unchanged (--no-mlp-permute)" in protected.stdout
-    result = run_guard("unlock", locked, "--out", workdir / "nope", "--lock-key", workdir / "other.key")
+    result = run_guard("unlock", locked, "--out", workdir / "nope", "--lock-key", workdir / "other.key", "--unverified")
     assert_one_line_error(result, code=1, contains=("lock-wrong-key",))
     assert not (workdir / "nope").exists()
 

@@ -13,21 +13,21 @@ def _fine_tune(state, scale=0.02, seed=1):
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "bert", "t5"])
-def test_with_base_flags_protected_not_fine_tuned(family, lock_key):
+def test_with_base_flags_protected_not_fine_tuned(family, run_key):
     model = build(family)
     base = model.state_dict()
     tuned = _fine_tune(base)
     clean = detect_with_base(tuned, base, config=model.config)
     assert not clean.flagged, clean.message
     assert clean.measurements["attention_distance_median"] < 0.05
-    locked = detect_with_base(protect_state(tuned, config=model.config, key=lock_key), base, config=model.config)
+    locked = detect_with_base(protect_state(tuned, config=model.config, key=run_key), base, config=model.config)
     assert locked.flagged, locked.message
     assert locked.measurements["attention_distance_median"] > 1.0
     assert locked.measurements["mlp_distance_median"] < 0.05
     assert len(locked.measurements["per_layer"]) >= 2
 
 
-def test_unrelated_model_is_not_mergelock(lock_key):
+def test_unrelated_model_is_not_mergelock(run_key):
     """Far everywhere (a different model, not a lock): no MergeLock signature."""
     model = build("llama")
     other = build("llama", seed=5).state_dict()
@@ -36,20 +36,20 @@ def test_unrelated_model_is_not_mergelock(lock_key):
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "vit"])
-def test_without_base_heuristic(family, lock_key):
+def test_without_base_heuristic(family, run_key):
     model = build(family)
     state = model.state_dict()
     assert not detect_without_base(state, config=model.config).flagged
-    assert detect_without_base(protect_state(state, config=model.config, key=lock_key), config=model.config).flagged
+    assert detect_without_base(protect_state(state, config=model.config, key=run_key), config=model.config).flagged
 
 
-def test_without_base_on_real_minilm(minilm_dir, lock_key):
+def test_without_base_on_real_minilm(minilm_dir, run_key):
     import transformers
 
     model = transformers.BertModel.from_pretrained(minilm_dir)
     state = model.state_dict()
     clean = detect_without_base(state, config=model.config)
-    locked = detect_without_base(protect_state(state, config=model.config, key=lock_key), config=model.config)
+    locked = detect_without_base(protect_state(state, config=model.config, key=run_key), config=model.config)
     assert not clean.flagged and locked.flagged
     assert clean.measurements["ov_imbalance_max"] < locked.measurements["ov_imbalance_min"]
 

@@ -53,14 +53,15 @@ def test_protected_dir_loads_and_computes_the_same(family, protected_family):
 def test_metadata_records_the_check_and_no_secret(protected_family, lock_key):
     _, locked, result = protected_family("qwen3")
     meta = json.loads((locked / LOCK_FILE).read_text())
-    assert meta["key_id"] == lock_key.key_id and meta["format"] == "guard-mergelock"
+    run = lock_key.for_run(bytes.fromhex(meta["nonce"]))
+    assert meta["key_id"] == run.key_id != lock_key.fingerprint and meta["format"] == "guard-mergelock"
     assert meta["selfcheck"]["max_relative_logit_error"] == result.selfcheck.max_relative_error <= 1e-4
     assert "sign flips" in meta["qk"] and "qk-norm" in meta["qk"]  # qk-norm model: stated in the output
     assert meta["mlp_permute"] is True and "permutation of the 128 hidden units of each of the 2 MLP" in meta["mlp"]
     from safetensors import safe_open
 
     with safe_open(str(locked / "model.safetensors"), "pt") as f:
-        assert f.metadata()["guard.lock_key_id"] == lock_key.key_id
+        assert f.metadata()["guard.lock_key_id"] == run.key_id
     secret = lock_key.secret.hex()
     for path in locked.rglob("*"):
         assert secret.encode() not in path.read_bytes() and lock_key.secret not in path.read_bytes()
