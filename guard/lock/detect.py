@@ -176,7 +176,8 @@ def detect_model_dir(candidate, base=None) -> LockSignature:
     """`guard inspect` entry point: candidate and optional base are opened guard.artifacts ModelDirs.
     With a base: the attention-far / MLP-near signature; without: the OV-imbalance heuristic.
     Raises InputError (rule lock-unsupported / lock-no-config / lock-layout) where MergeLock does not apply."""
-    from guard.lock.protect import LOCK_FILE, transformers_config
+    from guard.lock.lockfile import LOCK_FILE
+    from guard.lock.modeling import transformers_config
     config = transformers_config(candidate.config, path=candidate.root)
     if base is None:
         finding = detect_without_base(_LazyTensors(candidate), config=config)

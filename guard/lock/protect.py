@@ -22,6 +22,7 @@ from guard.errors import InputError, PolicyRefusal
 from guard.lock.keys import LockKey, RunKey
 from guard.lock.lockfile import LOCK_FILE, VERSION, open_lock, read_lock_file, seal, write_lock_file
 from guard.lock.mlp import lock_mlp_block
+from guard.lock.modeling import model_class, transformers_config
 from guard.lock.plan import LockPlan, plan_lock
 from guard.lock.selfcheck import SelfCheck, require_pass, self_check, streamed_probe_output
 from guard.lock.state import DEFAULT_BOUND, lock_block
@@ -88,23 +89,9 @@ def _open(src: str | os.PathLike, *, mlp: bool = False):
     if not model.tensors:
         raise InputError("no safetensors weights to protect", path=src, rule="lock-no-weights")
     config = transformers_config(model.config, path=src)
-    return model, config, plan_lock(model.tensors.keys(), config, path=src, mlp=mlp)
-
-
-def transformers_config(raw: dict | None, *, path=None):
-    """The transformers config object for a validated config.json (built-in classes only, no remote code)."""
-    if raw is None:
-        raise InputError("no config.json: MergeLock needs the architecture", path=path, rule="lock-no-config")
-    from guard.lock.layouts import layout_for
-
-    layout_for(raw.get("model_type"), path=path)  # refuse unsupported architectures before transformers
-    import transformers
-
-    try:
-        return transformers.CONFIG_MAPPING[raw["model_type"]].from_dict(dict(raw))
-    except Exception as exc:  # noqa: BLE001 - transformers' validators raise many types; all mean bad input
-        raise InputError(f"config.json is not a valid {raw['model_type']} config: {exc}", path=path,
-                         rule="lock-config") from None
+    plan = plan_lock(model.tensors.keys(), config, path=src, mlp=mlp)
+    model_class(config, path=src)  # an architecture the self-check could not build is refused before writing
+    return model, config, plan
 
 
 def _rewrite(model, out, *, plan: LockPlan, key: RunKey, bound: float, inverse: bool, metadata: dict | None,

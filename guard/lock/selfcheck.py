@@ -44,15 +44,20 @@ class SelfCheck:
                 "probe": dict(PROBE), "passed": self.passed, "mode": self.mode}
 
 
-def load_model(model_dir: str | pathlib.Path) -> torch.nn.Module:
-    import transformers
+def load_model(model_dir) -> torch.nn.Module:
+    """The whole model, loaded by transformers' from_pretrained (its key renaming and weight converters)
+    from the validated config and the validated tensor bytes of a ModelDir: nothing is re-read by name."""
+    from guard.lock.modeling import model_class, transformers_config
+    from guard.lock.streamed import TensorLoader
 
-    config = transformers.AutoConfig.from_pretrained(model_dir)
-    arch = (config.architectures or [None])[0]
-    model_cls = getattr(transformers, arch, None) if arch else None
-    if model_cls is None:
-        model_cls = transformers.AutoModel
-    return model_cls.from_pretrained(model_dir, use_safetensors=True, dtype="auto").eval()
+    config = transformers_config(model_dir.config, path=model_dir.root)
+    loader = TensorLoader(model_dir)
+    try:
+        state = {name: loader.read(name) for name in model_dir.tensors}
+    finally:
+        loader.close()
+    cls = model_class(config, path=model_dir.root)
+    return cls.from_pretrained(None, config=config, state_dict=state, dtype="auto").eval()
 
 
 def probe_inputs(config) -> dict[str, torch.Tensor]:
@@ -83,9 +88,10 @@ def _run(model: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
     return result.detach().to(torch.float64)
 
 
-def probe_output(model_dir: str | pathlib.Path) -> tuple[torch.Tensor, torch.dtype]:
-    """The probe's output with the whole model loaded by from_pretrained (the fallback)."""
-    model = load_model(model_dir)
+def probe_output(model_dir) -> tuple[torch.Tensor, torch.dtype]:
+    """The probe's output with the whole model loaded by from_pretrained (the fallback).
+    `model_dir`: a path or a validated guard.artifacts ModelDir."""
+    model = load_model(_validated(model_dir))
     dtype = next(model.parameters()).dtype
     result = _run(model, dtype)
     del model
@@ -98,10 +104,7 @@ def streamed_probe_output(model_dir, loader=None) -> tuple[torch.Tensor, torch.d
     `model_dir`: a path or a validated guard.artifacts ModelDir. Returns (output, dtype, peak tensor bytes)."""
     from guard.lock.streamed import StreamedModel, TensorLoader
 
-    if not hasattr(model_dir, "tensors"):
-        from guard.artifacts import open_model_dir
-
-        model_dir = open_model_dir(model_dir)
+    model_dir = _validated(model_dir)
     loader = loader or TensorLoader(model_dir)
     with StreamedModel(model_dir, loader) as model:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
@@ -124,14 +127,19 @@ def self_check(original_dir, candidate_dir, *, streamed: bool = True, reference=
         except NotStreamable:
             streamed = False
     if not streamed:
-        ref, dtype = probe_output(_path(original_dir))
-        got, _ = probe_output(_path(candidate_dir))
+        ref, dtype = probe_output(original_dir)
+        got, _ = probe_output(candidate_dir)
     error = ((got - ref).abs().max() / ref.abs().max().clamp(min=1e-30)).item()
     return SelfCheck(error, ERROR_BOUNDS.get(dtype, 1e-4), str(dtype).removeprefix("torch."), mode, peak)
 
 
-def _path(model_dir) -> pathlib.Path:
-    return pathlib.Path(model_dir.root if hasattr(model_dir, "tensors") else model_dir)  # a ModelDir, or a path
+def _validated(model_dir):
+    """A validated ModelDir for a path (a ModelDir is returned as it is)."""
+    if hasattr(model_dir, "tensors"):
+        return model_dir
+    from guard.artifacts import open_model_dir
+
+    return open_model_dir(pathlib.Path(model_dir))
 
 
 def require_pass(check: SelfCheck, *, path=None) -> None:

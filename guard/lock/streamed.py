@@ -90,18 +90,6 @@ def _parameters_on_meta():
         torch.nn.Module.register_parameter = original
 
 
-def model_class(config):
-    import transformers
-
-    arch = (config.architectures or [None])[0]
-    cls = getattr(transformers, arch, None) if arch else None
-    if cls is None:
-        from transformers.models.auto.modeling_auto import MODEL_MAPPING
-
-        cls = MODEL_MAPPING[type(config)]
-    return cls
-
-
 def _resolve_dtype(config, model_dir) -> torch.dtype:
     """What from_pretrained(dtype="auto") picks: the config's dtype, else the first floating tensor's."""
     from guard.artifacts.dtypes import torch_dtype
@@ -139,14 +127,15 @@ class StreamedModel:
         self.loader.close()
 
     def _build(self) -> torch.nn.Module:
-        import transformers
         from transformers.core_model_loading import WeightConverter, WeightRenaming, build_glob_alternation
         from transformers.core_model_loading import rename_source_key
         from transformers.conversion_mapping import get_model_conversion_mapping
 
+        from guard.lock.modeling import model_class, transformers_config
+
         root = self.model_dir.root
-        config = transformers.AutoConfig.from_pretrained(root)
-        cls = model_class(config)
+        config = transformers_config(self.model_dir.config, path=root)  # the validated copy, not the file
+        cls = model_class(config, path=root)
         dtype = _resolve_dtype(config, self.model_dir)
         with _parameters_on_meta():
             model = cls._from_config(config, dtype=dtype)

@@ -118,7 +118,7 @@ def test_architecture_must_be_a_model_class_of_the_configs_type(tmp_path, lock_k
 def test_model_class_resolution_follows_the_auto_mappings():
     import transformers
 
-    from guard.lock.streamed import model_class
+    from guard.lock.modeling import model_class
 
     config = transformers.LlamaConfig(architectures=["LlamaForSequenceClassification"])
     assert model_class(config) is transformers.LlamaForSequenceClassification
