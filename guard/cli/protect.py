@@ -28,11 +28,16 @@ _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
 @click.option("--no-mlp-permute", "no_mlp_permute", is_flag=True,
               help="Leave the MLPs alone (attention transforms only). By default the hidden units of every MLP are "
                    "also permuted with a key-derived permutation (exact; see docs/threat-model.md for what it adds).")
+@click.option("--residual", type=click.Choice(["rotation", "permutation", "none"]), default="rotation",
+              show_default=True,
+              help="Transform the residual stream too: a secret rotation (a signed permutation where a rotation "
+                   "is not exact: tied embeddings, post-norm models), a secret (signed) permutation, or nothing.")
 @click.option("--unsigned", is_flag=True, help="Write the protected model without signing it.")
 @signer_options(key_flag="--sign-key")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def protect(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Path | None,
-            new_lock_key: pathlib.Path | None, bound: float, no_mlp_permute: bool, unsigned: bool, as_json: bool,
+            new_lock_key: pathlib.Path | None, bound: float, no_mlp_permute: bool, residual: str, unsigned: bool,
+            as_json: bool,
             **options) -> int:
     """Apply MergeLock to MODEL_DIR: same function, unmergeable weights; then sign the result."""
     from guard.errors import InputError
@@ -56,7 +61,7 @@ def protect(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Pa
     from guard.lock.protect import protect_model  # torch and transformers load only past the option checks
 
     result = protect_model(model_dir, out_dir, key=key, bound=bound, signer=signer,
-                           mlp_permute=not no_mlp_permute)
+                           mlp_permute=not no_mlp_permute, residual=residual)
     summary = {"protected": True, "out_dir": str(result.out_dir),
                "signature": None if result.signature is None else str(result.signature), **result.metadata}
     if as_json:
@@ -69,6 +74,7 @@ def protect(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Pa
         click.echo(f"  {summary['blocks']} attention blocks, layout {summary['layout']}: QK {summary['qk']}; "
                    f"VO {summary['vo']}")
         click.echo(f"  MLP: {summary['mlp']}")
+        click.echo(f"  residual stream: {summary['residual']}")
         click.echo(f"  self-check: max relative logit error {check.max_relative_error:.3g} "
                    f"(bound {check.bound:g}, {check.dtype})")
         click.echo(f"  signature: {summary['signature'] or 'none (--unsigned)'}")

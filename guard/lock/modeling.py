@@ -31,6 +31,15 @@ def transformers_config(raw: dict | None, *, path=None):
                          rule="lock-config") from None
 
 
+def outputs_residual_stream(config: Any, *, path=None) -> bool:
+    """Whether the model's output is its residual stream itself (a base model: last_hidden_state, as
+    sentence encoders such as MiniLM are used), which a residual-stream transform would change."""
+    from transformers.models.auto import modeling_auto
+
+    base = modeling_auto.MODEL_MAPPING[type(config)]
+    return model_class(config, path=path) in (base if isinstance(base, tuple) else (base,))
+
+
 def model_class(config: Any, *, path=None) -> type:
     """The model class for `config`: its first `architectures` entry if an auto-model mapping lists that
     class for the config's model_type, the base model class (AutoModel's) if it names none."""

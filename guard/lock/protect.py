@@ -22,10 +22,11 @@ from guard.errors import InputError, PolicyRefusal
 from guard.lock.keys import LockKey, RunKey
 from guard.lock.lockfile import LOCK_FILE, VERSION, open_lock, read_lock_file, seal, write_lock_file
 from guard.lock.mlp import lock_mlp_block
-from guard.lock.modeling import model_class, transformers_config
+from guard.lock.modeling import model_class, outputs_residual_stream, transformers_config
 from guard.lock.plan import LockPlan, plan_lock
 from guard.lock.selfcheck import SelfCheck, require_pass, self_check, streamed_probe_output
-from guard.lock.state import DEFAULT_BOUND, lock_block
+from guard.lock.residual import FORMS
+from guard.lock.state import DEFAULT_BOUND, DEFAULT_RESIDUAL, lock_block, residual_applier
 
 _SIGNATURE = "model.sig"
 _INDEX = "model.safetensors.index.json"
@@ -44,18 +45,30 @@ class LockResult:
 
 
 def protect_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, bound: float = DEFAULT_BOUND,
-                  signer=None, mlp_permute: bool = True) -> LockResult:
+                  signer=None, mlp_permute: bool = True, residual: str = DEFAULT_RESIDUAL) -> LockResult:
     """Write a MergeLock-protected copy of the model at `src` to `out` (which must not exist).
-    mlp_permute: also permute every MLP's hidden units with a key-derived permutation (exact)."""
+    mlp_permute: also permute every MLP's hidden units with a key-derived permutation (exact).
+    residual: "rotation", "permutation" or "none": the residual-stream transform (guard.lock.residual)."""
     if not bound > 1.0 or bound > 64.0:
         raise InputError(f"bound must be in (1, 64], got {bound}", rule="lock-bound")
-    model, config, plan = _open(src, mlp=mlp_permute)
+    if residual not in FORMS:
+        raise InputError(f"residual must be one of {', '.join(FORMS)}, got {residual!r}", rule="lock-residual")
+    model, config, plan = _open(src, mlp=mlp_permute, residual=residual)
     if LOCK_FILE in {f.relpath for f in model.files}:
         raise InputError(f"already MergeLock-protected ({LOCK_FILE} present); unlock it first", path=src,
                          rule="lock-already-protected")
     run = key.fresh_run()  # a new nonce: this output shares no key-derived value with any other
     metadata = {"bound": bound, **plan.describe(), "dtypes": model.dtype_counts(), "mlp_permute": mlp_permute,
                 "mlp": _describe_mlp(plan, model)}
+    # The residual form actually used (a rotation is not exact everywhere), which unlock must regenerate.
+    metadata["residual_form"] = "none" if plan.residual is None else plan.residual.form
+    if plan.residual is not None:
+        metadata["residual"] = plan.residual.describe()
+    elif residual == "none":
+        metadata["residual"] = "unchanged (--residual none)"
+    else:
+        metadata["residual"] = ("unchanged: this model's output is its residual stream (a base model's "
+                                "last_hidden_state), which the transform would change")
     return _rewrite(model, out, plan=plan, key=run, bound=bound, inverse=False, metadata=metadata, signer=signer)
 
 
@@ -66,7 +79,12 @@ def unlock_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey
     model, config, _ = _open(src)
     metadata = read_lock_file(model.root, present={f.relpath for f in model.files})
     run = open_lock(metadata, key, path=model.root, allow_legacy=allow_legacy)
-    plan = plan_lock(model.tensors.keys(), config, path=src, mlp=metadata["mlp_permute"])
+    form = metadata.get("residual_form", "none")  # v1 files predate the residual transform
+    plan = plan_lock(model.tensors.keys(), config, path=src, mlp=metadata["mlp_permute"],
+                     residual={"none": "none", "rotation": "rotation"}.get(form, "permutation"))
+    if (plan.residual.form if plan.residual is not None else "none") != form:
+        raise InputError(f"{LOCK_FILE} records the residual form {form!r}, which this model's config does not "
+                         "admit (was config.json changed?)", path=model.root, rule="lock-metadata")
     return _rewrite(model, out, plan=plan, key=run, bound=float(metadata["bound"]), inverse=True, metadata=None,
                     signer=signer)
 
@@ -77,7 +95,7 @@ def _describe_mlp(plan: LockPlan, model) -> str:
     return plan.mlp.describe({name: model.tensors[name].shape for name in plan.mlp.block_of()})
 
 
-def _open(src: str | os.PathLike, *, mlp: bool = False):
+def _open(src: str | os.PathLike, *, mlp: bool = False, residual: str = "none"):
     from guard.artifacts import open_model_dir
 
     model = open_model_dir(src)
@@ -89,8 +107,14 @@ def _open(src: str | os.PathLike, *, mlp: bool = False):
     if not model.tensors:
         raise InputError("no safetensors weights to protect", path=src, rule="lock-no-weights")
     config = transformers_config(model.config, path=src)
-    plan = plan_lock(model.tensors.keys(), config, path=src, mlp=mlp)
     model_class(config, path=src)  # an architecture the self-check could not build is refused before writing
+    if residual != "none" and outputs_residual_stream(config, path=src):
+        residual = "none"  # the output would come out transformed too: not the same function
+    plan = plan_lock(model.tensors.keys(), config, path=src, mlp=mlp, residual=residual)
+    if plan.residual is not None:
+        from guard.lock.residual import check_residual_shapes
+
+        check_residual_shapes(plan.residual, {name: info.shape for name, info in model.tensors.items()}, path=src)
     return model, config, plan
 
 
@@ -178,6 +202,8 @@ def _unit_of(plan: LockPlan) -> dict[str, tuple[str, str]]:
     unit_of = {name: ("attention", block) for name, block in plan.block_of().items()}
     if plan.mlp is not None:
         unit_of.update({name: ("mlp", block) for name, block in plan.mlp.block_of().items()})
+    if plan.residual is not None:  # residual-only tensors (embeddings, norms, heads, output biases): one each
+        unit_of.update({name: ("residual", name) for name in plan.residual.names() if name not in unit_of})
     return unit_of
 
 
@@ -185,24 +211,33 @@ def _stream(model, shards, *, plan: LockPlan, key: RunKey, bound: float, inverse
     """Read the tensors the lock rewrites in file order; transform each block once it is complete and
     write it at its place. (LockedShards copied the other tensors without reading them.)"""
     unit_of = _unit_of(plan)
+    residual_names = plan.residual.names() if plan.residual is not None else set()
+    # The norm gains (d floats each) come first: every reader of the stream needs its norm's.
+    norms = {name: shards.read(name) for name in plan.residual.norm_names()} if plan.residual is not None else {}
+    residual = residual_applier(plan, norms, key=key, inverse=inverse, path=model.root)
     waiting: dict[tuple[str, str], dict[str, Any]] = {}
     for name in model.tensors:  # shard, then offset order: sequential reads
         unit = unit_of.get(name)
         if unit is None:
             continue
         held = waiting.setdefault(unit, {})
-        held[name] = shards.read(name)
+        held[name] = norms[name] if name in norms else shards.read(name)
         kind, block = unit
-        if kind == "mlp" and len(held) == len(plan.mlp.blocks[block]):
-            del waiting[unit]
-            locked = lock_mlp_block(plan.mlp, block, held, key=key, inverse=inverse, path=model.root)
-        elif kind == "attention" and len(held) == len(plan.blocks[block]):
-            del waiting[unit]
-            locked = lock_block(plan, block, held, key=key, bound=bound, inverse=inverse, path=model.root)
-        else:
+        if kind == "mlp" and len(held) < len(plan.mlp.blocks[block]):
             continue
-        for locked_name in held:
-            shards.put(locked_name, locked[locked_name])
+        if kind == "attention" and len(held) < len(plan.blocks[block]):
+            continue
+        del waiting[unit]
+        if residual is not None and inverse:  # unlock undoes the steps in reverse order
+            held = {n: residual(n, t) if n in residual_names else t for n, t in held.items()}
+        if kind == "mlp":
+            held = lock_mlp_block(plan.mlp, block, held, key=key, inverse=inverse, path=model.root)
+        elif kind == "attention":
+            held = lock_block(plan, block, held, key=key, bound=bound, inverse=inverse, path=model.root)
+        if residual is not None and not inverse:
+            held = {n: residual(n, t) if n in residual_names else t for n, t in held.items()}
+        for locked_name, tensor in held.items():
+            shards.put(locked_name, tensor)
 
 
 def _umask() -> int:

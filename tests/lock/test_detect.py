@@ -12,19 +12,25 @@ def _fine_tune(state, scale=0.02, seed=1):
     return synthetic_fine_tune(state, scale=scale, seed=seed)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "bert", "t5"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "bert", "t5", "vit"])
 def test_with_base_flags_protected_not_fine_tuned(family, run_key):
     model = build(family)
     base = model.state_dict()
     tuned = _fine_tune(base)
     clean = detect_with_base(tuned, base, config=model.config)
     assert not clean.flagged, clean.message
-    assert clean.measurements["attention_distance_median"] < 0.05
-    locked = detect_with_base(protect_state(tuned, config=model.config, key=run_key), base, config=model.config)
-    assert locked.flagged, locked.message
+    assert clean.measurements["attention_distance_median"] < 0.05 and clean.measurements["stream_distance"] < 0.05
+    # The attention-only signature: attention far, MLP near.
+    attention_only = protect_state(tuned, config=model.config, key=run_key, residual="none")
+    locked = detect_with_base(attention_only, base, config=model.config)
+    assert locked.flagged and "attention projections sit" in locked.message, locked.message
     assert locked.measurements["attention_distance_median"] > 1.0
     assert locked.measurements["mlp_distance_median"] < 0.05
     assert len(locked.measurements["per_layer"]) >= 2
+    # With the residual transform (the default) every weight moves; the stream's Gram matrix does not.
+    locked = detect_with_base(protect_state(tuned, config=model.config, key=run_key), base, config=model.config)
+    assert locked.flagged and "Gram matrix" in locked.message, locked.message
+    assert locked.measurements["stream_distance"] > 0.5 and locked.measurements["stream_gram_distance"] < 0.2
 
 
 def test_unrelated_model_is_not_mergelock(run_key):
@@ -33,6 +39,7 @@ def test_unrelated_model_is_not_mergelock(run_key):
     other = build("llama", seed=5).state_dict()
     finding = detect_with_base(other, model.state_dict(), config=model.config)
     assert not finding.flagged and finding.measurements["mlp_distance_median"] > 0.5
+    assert finding.measurements["stream_gram_distance"] > 0.5
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "vit"])

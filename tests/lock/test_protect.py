@@ -80,9 +80,10 @@ def test_unlock_restores_original_weights(family, protected_family, lock_key, tm
 
 def test_attention_only_round_trip(tmp_path, lock_key):
     src = save_family("gpt_neox", tmp_path / "src")
-    result = protect_model(src, tmp_path / "locked", key=lock_key, mlp_permute=False)
+    result = protect_model(src, tmp_path / "locked", key=lock_key, mlp_permute=False, residual="none")
     meta = json.loads((result.out_dir / LOCK_FILE).read_text())
     assert meta["mlp_permute"] is False and meta["mlp"].startswith("unchanged")
+    assert meta["residual_form"] == "none" and meta["residual"].startswith("unchanged")
     original, locked = _tensors(src), _tensors(result.out_dir)
     assert all(torch.equal(locked[k], v) for k, v in original.items() if ".mlp." in k)
     restored = _tensors(unlock_model(result.out_dir, tmp_path / "back", key=lock_key).out_dir)
@@ -136,6 +137,8 @@ def test_bf16_within_documented_bound(tmp_path, lock_key):
 def test_minilm_real_model(minilm_dir, tmp_path, lock_key):
     result = protect_model(minilm_dir, tmp_path / "minilm", key=lock_key)
     assert result.selfcheck.max_relative_error <= 1e-4
+    # A base model's output is its residual stream: the residual transform would change it, so it is skipped.
+    assert result.metadata["residual_form"] == "none" and "output is its residual stream" in result.metadata["residual"]
     assert (result.out_dir / "1_Pooling" / "config.json").is_file() and (result.out_dir / "vocab.txt").is_file()
     assert result.metadata["blocks"] == 6 and result.metadata["layout"] == "bert"
 
@@ -188,7 +191,7 @@ def test_output_mirrors_input_layout_and_copies_untouched_bytes(tmp_path, lock_k
     from guard.artifacts import open_model_dir
 
     src = save_family("llama", tmp_path / "src", shards=2)
-    out = protect_model(src, tmp_path / "out", key=lock_key).out_dir
+    out = protect_model(src, tmp_path / "out", key=lock_key, residual="none").out_dir
     before, after = open_model_dir(src), open_model_dir(out)
     assert before.shards == after.shards and list(before.tensors) == list(after.tensors)
     untouched = 0

@@ -30,10 +30,11 @@ def test_protect_preserves_function_and_unlock_restores(family, run_key):
     inputs = factory.sample_inputs(model, seq=16)
     ref = model_output(model, inputs)
     state = model.state_dict()
-    locked = protect_state(state, config=model.config, key=run_key)
+    locked = protect_state(state, config=model.config, key=run_key, residual="none")
 
     changed = [k for k in state if not torch.equal(state[k], locked[k])]
-    # Only attention projections and MLP projections change; embeddings, norms and heads are untouched.
+    # Without the residual transform (tests/lock/test_residual.py) only attention projections and MLP
+    # projections change; embeddings, norms and heads are untouched.
     plan = plan_lock(state.keys(), model.config, mlp=True)
     assert set(changed) == set(plan.block_of()) | set(plan.mlp.block_of())
     # Every MLP tensor is a pure reordering of its hidden units: same multiset of values.
@@ -46,7 +47,7 @@ def test_protect_preserves_function_and_unlock_restores(family, run_key):
 
     assert _relative_error(model_output(_reloaded(model, locked), inputs), ref) <= 1e-4
 
-    restored = protect_state(locked, config=model.config, key=run_key, inverse=True)
+    restored = protect_state(locked, config=model.config, key=run_key, inverse=True, residual="none")
     for name, tensor in state.items():
         if tensor.is_floating_point():
             assert torch.allclose(restored[name], tensor, rtol=1e-5, atol=1e-6), name
@@ -59,8 +60,18 @@ def test_minilm_real_weights(minilm_dir, run_key):
     ids = torch.randint(1000, 20000, (2, 24), generator=torch.Generator().manual_seed(0))
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     ref = model_output(model, inputs)
-    locked = protect_state(model.state_dict(), config=model.config, key=run_key)
+    # BertModel's output is its residual stream, so protect leaves the stream alone here (test_residual.py
+    # covers MiniLM's weights under a task head, and that the residual output is the stream permuted).
+    locked = protect_state(model.state_dict(), config=model.config, key=run_key, residual="none")
     assert _relative_error(model_output(_reloaded(model, locked), inputs), ref) <= 1e-4
+    permuted = protect_state(model.state_dict(), config=model.config, key=run_key, residual="permutation")
+    from guard.lock.plan import plan_lock
+    from guard.lock.residual import derive_residual
+
+    plan = plan_lock(model.state_dict().keys(), model.config, residual="permutation").residual
+    stream = derive_residual(run_key, dim=plan.dim, form=plan.form, layer_norm=True)
+    got = model_output(_reloaded(model, permuted), inputs)
+    assert _relative_error(got, stream.apply(ref, -1)) <= 1e-4  # the same stream, in the secret basis
 
 
 @pytest.mark.parametrize("family", ["llama", "phi3", "gpt2", "vit", "t5"])
@@ -75,20 +86,21 @@ def test_mlp_permutation_alone_is_exact_and_keyed(family, run_key, other_run_key
     state = model.state_dict()
     plan = plan_lock(state.keys(), model.config, mlp=True)
     names = set(plan.mlp.block_of())
-    permuted = protect_state(state, config=model.config, key=run_key, mlp_permute=True)
+    permuted = protect_state(state, config=model.config, key=run_key, mlp_permute=True, residual="none")
     assert all(not torch.equal(permuted[n], state[n]) for n in names)
     only_mlp = {k: (permuted[k] if k in names else v) for k, v in state.items()}
     assert _relative_error(model_output(_reloaded(model, only_mlp), inputs), ref) <= 1e-5
-    other = protect_state(state, config=model.config, key=other_run_key, mlp_permute=True)
+    other = protect_state(state, config=model.config, key=other_run_key, mlp_permute=True, residual="none")
     assert any(not torch.equal(other[n], permuted[n]) for n in names)
-    back = protect_state(only_mlp, config=model.config, key=run_key, inverse=True, mlp_permute=True)
+    back = protect_state(only_mlp, config=model.config, key=run_key, inverse=True, mlp_permute=True,
+                         residual="none")
     assert all(torch.equal(back[n], state[n]) for n in names)  # an index copy: exact
 
 
 def test_attention_only_leaves_mlps_untouched(run_key):
     model = build("llama")
     state = model.state_dict()
-    locked = protect_state(state, config=model.config, key=run_key, mlp_permute=False)
+    locked = protect_state(state, config=model.config, key=run_key, mlp_permute=False, residual="none")
     assert all(torch.equal(locked[k], v) for k, v in state.items() if ".mlp." in k)
 
 
@@ -120,7 +132,7 @@ def test_gqa_shares_one_transform_per_group(run_key):
     model = build("llama")
     state = model.state_dict()
     name = "model.layers.0.self_attn.q_proj.weight"
-    locked = protect_state(state, config=model.config, key=run_key)
+    locked = protect_state(state, config=model.config, key=run_key, residual="none")
     q, q2 = state[name].double().reshape(4, 16, 64), locked[name].double().reshape(4, 16, 64)
     maps = [torch.linalg.lstsq(q[h].T, q2[h].T).solution.T for h in range(4)]  # q2_h = A_h q_h
     assert torch.allclose(maps[0], maps[1], atol=1e-4) and torch.allclose(maps[2], maps[3], atol=1e-4)
