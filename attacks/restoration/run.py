@@ -8,7 +8,7 @@ On the trained digits-ViT setup (attacks/restoration/experts.py), or with --zoo 
 vision family (small, full) or LM family (lm-small, lm-full; attacks/restoration/lm_experts.py), for
 each seed: every task in turn protected, and for task arithmetic, TIES and DARE the protected task's
 score after a clean merge and after a merge with the protected expert, for the default lock (attention
-transforms, MLP hidden-unit permutation, residual-stream rotation) over a sweep of bounds and for the
+transforms, MLP hidden-unit permutation, residual-stream signed permutation) over a sweep of bounds and the
 lock's variants at the default bound; then the attacks: Procrustes (residual stream) plus AGA restores
 the expert before merging, and circuit-space merging after Procrustes; plus the detector's numbers.
 
@@ -53,11 +53,11 @@ GOAL = 0.05  # the acceptance goal: at most 5% of the clean merge retained
 # The lock as `guard protect` writes it, and its variants (each at the default bound).
 VARIANTS: dict[str, dict] = {
     "default": {"mlp_permute": True, "residual": DEFAULT_RESIDUAL},
-    "permutation": {"mlp_permute": True, "residual": "permutation"},
+    "rotation": {"mlp_permute": True, "residual": "rotation"},
     "no-residual": {"mlp_permute": True, "residual": "none"},
     "attention-only": {"mlp_permute": False, "residual": "none"},
 }
-VARIANT_FLAGS = {"default": "`guard protect`", "permutation": "`--residual permutation`",
+VARIANT_FLAGS = {"default": "`guard protect`", "rotation": "`--residual rotation`",
                  "no-residual": "`--residual none` (issue 4's lock)",
                  "attention-only": "`--residual none --no-mlp-permute` (the paper's lock)"}
 # A fixed key and nonce: reproducible figures.

@@ -28,10 +28,11 @@ _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
 @click.option("--no-mlp-permute", "no_mlp_permute", is_flag=True,
               help="Leave the MLPs alone (attention transforms only). By default the hidden units of every MLP are "
                    "also permuted with a key-derived permutation (exact; see docs/threat-model.md for what it adds).")
-@click.option("--residual", type=click.Choice(["rotation", "permutation", "none"]), default="rotation",
+@click.option("--residual", type=click.Choice(["permutation", "rotation", "none"]), default="permutation",
               show_default=True,
-              help="Transform the residual stream too: a secret rotation (a signed permutation where a rotation "
-                   "is not exact: tied embeddings, post-norm models), a secret (signed) permutation, or nothing.")
+              help="Transform the residual stream too: a secret signed permutation (a plain one for LayerNorm "
+                   "models; exact, costs an index copy), a secret rotation (a dense matmul per weight; a "
+                   "permutation where a rotation is not exact: tied embeddings, post-norm), or nothing.")
 @click.option("--unsigned", is_flag=True, help="Write the protected model without signing it.")
 @signer_options(key_flag="--sign-key")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -18,7 +18,7 @@ from guard.lock.residual import ResidualApplier, check_residual_shapes, derive_r
 from guard.lock.transform import apply_transforms, derive_transforms
 
 DEFAULT_BOUND = 8.0  # singular values in [1/8, 8]: condition number <= 64 (see docs/lock.md for the choice)
-DEFAULT_RESIDUAL = "rotation"  # the residual-stream transform's form (residual.py; docs/lock.md for the choice)
+DEFAULT_RESIDUAL = "permutation"  # the residual-stream transform's form (residual.py; docs/lock.md for the choice)
 
 
 def lock_block(plan: LockPlan, block: str, tensors: Mapping[str, torch.Tensor], *, key: RunKey,

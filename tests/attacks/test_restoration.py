@@ -255,10 +255,10 @@ def test_figure_pipeline_runs_on_a_tiny_setup(tmp_path):
     setup = MergeSetup(tmp_path, base, experts, model.config, evaluate, lambda t: labels[t], "tiny stand-in")
     results = run(setup=setup, bounds=(2.0, 8.0), attack_bounds=(8.0,))
     assert {r["protected_task"] for r in results["sweep"]} == {"a", "b"} and len(results["sweep"]) == 6
-    assert results["forms"] == {"default": "rotation", "permutation": "permutation", "no-residual": "none",
+    assert results["forms"] == {"default": "permutation", "rotation": "rotation", "no-residual": "none",
                                 "attention-only": "none"}
     for row in results["sweep"]:
-        assert set(row["cells"]) == {"default@2", "default@8", "permutation@8", "no-residual@8", "attention-only@8"}
+        assert set(row["cells"]) == {"default@2", "default@8", "rotation@8", "no-residual@8", "attention-only@8"}
         assert 0 <= row["clean_head"]["acc"] <= 1  # the ViT setups also report the clean head (has_heads)
     for t, info in results["per_task"].items():
         assert info["expert"] == 1.0 and info["protected_standalone"]["8.0"] == 1.0  # scored with its own head
@@ -303,7 +303,7 @@ def test_figure_pipeline_on_the_lm_zoo(small_zoo):
     setup = dataclasses.replace(full, experts={t: full.experts[t] for t in ("sort", "reverse")},
                                 methods={"task_arithmetic": full.methods["task_arithmetic"]})
     results = run(setup=setup, bounds=(8.0,), attack_bounds=(8.0,), variants=("default", "no-residual"))
-    assert results["forms"]["default"] == "rotation"
+    assert results["forms"]["default"] == "signed_permutation"
     for row in results["sweep"]:
         assert row["chance"] == 0.0 and row["clean_merge"] >= 0.5
         for cell in ("default@8", "no-residual@8"):  # the unmergeability goal on a two-expert merge

@@ -13,7 +13,8 @@ from guard.lock.residual import derive_residual
 from guard.lock.state import protect_state
 from tests.lock.conftest import LOCK_FAMILIES, build, model_output, save_family
 
-# What `--residual rotation` (the default) becomes on each layout, and why.
+# What `--residual rotation` becomes on each layout, and why (the default, `permutation`, is a signed
+# permutation for RMSNorm and a plain one for LayerNorm and post-norm models).
 EXPECTED_FORM = {
     "llama": "rotation", "mistral": "rotation", "qwen2": "rotation", "qwen3": "rotation", "phi3": "rotation",
     "gpt_neox": "rotation", "gptj": "rotation", "vit": "rotation",  # untied pre-norm (LayerNorm: keeping 1)
