@@ -11,6 +11,7 @@ import pathlib
 import click
 
 from guard.cli._signing_options import pop_signer_options, signer_from_options, signer_options
+from guard.cli.unlock import use_huge_pages
 
 _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
 
@@ -59,6 +60,7 @@ def protect(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Pa
         write_lock_key(key, new_lock_key)
     else:
         key = read_lock_key(lock_key)
+    use_huge_pages()
     from guard.lock.protect import protect_model  # torch and transformers load only past the option checks
 
     result = protect_model(model_dir, out_dir, key=key, bound=bound, signer=signer,

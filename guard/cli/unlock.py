@@ -13,6 +13,15 @@ import click
 from guard.cli._signing_options import pop_signer_options, signer_from_options, signer_options
 
 
+def use_huge_pages() -> None:
+    """Ask torch's CPU allocator for transparent huge pages (before torch is imported: it reads this once).
+    Every weight passes through a fresh buffer; first-touch page faults made such copies 3-4x slower on
+    the shared VM (torch clone of 256 MB: 0.8 GB/s without, 2.5 GB/s with)."""
+    import os
+
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
 @click.command("unlock")
 @click.argument("model_dir", type=click.Path(file_okay=False, path_type=pathlib.Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=pathlib.Path), required=True,
@@ -38,6 +47,7 @@ def unlock(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Pat
     wants_signature = signer_args.get("sign_key") is not None or signer_args.get("sigstore")
     signer = signer_from_options(**signer_args) if wants_signature else None
     key = read_lock_key(lock_key)
+    use_huge_pages()
     from guard.lock.protect import unlock_model  # torch loads only past the option checks
 
     result = unlock_model(model_dir, out_dir, key=key, signer=signer, allow_legacy=allow_legacy)

@@ -48,6 +48,11 @@ class LockKey:
         HMAC-SHA256(key, "guard-lock-id"), hex. Format v1 published it as the key id; v2 never writes it."""
         return hmac.new(self.secret, b"guard-lock-id", hashlib.sha256).hexdigest()[:32]
 
+    @property
+    def key_id(self) -> str:
+        """The fingerprint, under its pre-v2 name (callers that name the key they used, e.g. in provenance)."""
+        return self.fingerprint
+
     def for_run(self, nonce: bytes) -> RunKey:
         if len(nonce) != NONCE_BYTES:
             raise InputError(f"a lock nonce is {NONCE_BYTES} bytes, got {len(nonce)}", rule="lock-metadata")

@@ -10,6 +10,7 @@ then renamed to OUT: partial or failed work never looks complete.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import pathlib
@@ -121,6 +122,7 @@ def _open(src: str | os.PathLike, *, mlp: bool = False, residual: str = "none"):
 def _rewrite(model, out, *, plan: LockPlan, key: RunKey, bound: float, inverse: bool, metadata: dict | None,
              signer) -> LockResult:
     from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import wait as futures_wait
 
     from guard.artifacts.writer import fsync_dir, fsync_tree
     from guard.lock.output import LockedShards
@@ -133,23 +135,33 @@ def _rewrite(model, out, *, plan: LockPlan, key: RunKey, bound: float, inverse: 
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.guard-lock-", dir=out.parent))
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="guard-lock")
+    # Both halves of the self-check run while the shards are written: the original's forward reads the
+    # input, the candidate's reads each output tensor as soon as it is written (LockedShards.read_back).
+    background = ThreadPoolExecutor(max_workers=3, thread_name_prefix="guard-lock")
+    threads = torch_threads(1)  # the transform workers and both forwards share the cores
     try:
-        # The original's half of the self-check (imports, forward) runs while the shards are written.
         reference = background.submit(streamed_probe_output, model)
         staged = staging / out.name
         staged.mkdir()
         shard_metadata = {} if inverse else {"guard.mergelock": str(VERSION), "guard.lock_key_id": key.key_id}
         with LockedShards(model, staged, transformed=_unit_of(plan), metadata=shard_metadata) as shards:
-            _stream(model, shards, plan=plan, key=key, bound=bound, inverse=inverse)
-            shards.finish(model.index)
-        for rel in copies:
-            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(model.root / rel, staged / rel, follow_symlinks=False)
-        seconds["transform"] = time.perf_counter() - started
-        # Flush the written bytes to disk while the self-check runs (it reads them from the page cache).
-        syncing = background.submit(fsync_tree, staged)
-        check = self_check(model, _open_staged(staged), reference=reference)
+            candidate = background.submit(_candidate_output, model, shards)
+            try:
+                _stream(model, shards, plan=plan, key=key, bound=bound, inverse=inverse)
+                shards.finish(model.index)
+            except BaseException:
+                _wait_quietly(candidate, shards)
+                raise
+            for rel in copies:
+                (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(model.root / rel, staged / rel, follow_symlinks=False)
+            seconds["transform"] = time.perf_counter() - started
+            # Flush the written bytes to disk while the candidate's forward finishes reading them.
+            syncing = background.submit(fsync_tree, staged)
+            futures_wait([candidate])  # it reads through the output's descriptors, closed on leaving
+        written = _open_staged(staged)
+        _same_layout(model, written)
+        check = self_check(model, written, reference=reference, candidate=candidate)
         seconds["selfcheck"] = time.perf_counter() - started - seconds["transform"]
         require_pass(check, path=model.root)
         if metadata is not None:
@@ -172,8 +184,43 @@ def _rewrite(model, out, *, plan: LockPlan, key: RunKey, bound: float, inverse: 
         signature = None if signature is None else out / signature.name
     finally:
         background.shutdown(wait=True)  # no thread outlives the call, even on failure
+        torch_threads(threads)
         shutil.rmtree(staging, ignore_errors=True)
     return LockResult(out, metadata or {}, check, signature, seconds)
+
+
+def torch_threads(count: int) -> int:
+    """Set torch's intra-op thread count; returns the previous one."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    return previous
+
+
+def _candidate_output(model, shards):
+    """The self-check's forward through the protected model, reading each tensor from the output as soon
+    as it has been written (the original's names, dtypes and shapes; the output mirrors them)."""
+    from guard.lock.streamed import TensorLoader
+
+    return streamed_probe_output(model, TensorLoader(model, read_bytes=shards.read_back))
+
+
+def _wait_quietly(candidate, shards) -> None:
+    """The stream failed: stop the candidate's forward (it waits for tensors that will not come)."""
+    shards.close()
+    try:
+        candidate.result()
+    except Exception:  # noqa: BLE001 - the stream's own error is the one to report
+        pass
+
+
+def _same_layout(model, written) -> None:
+    """The staged output's validated tensor table mirrors the input's (what read_back assumed)."""
+    ours = [(i.name, i.dtype, i.shape, i.shard, i.nbytes) for i in model.tensors.values()]
+    theirs = [(i.name, i.dtype, i.shape, i.shard, i.nbytes) for i in written.tensors.values()]
+    if ours != theirs:
+        raise RuntimeError("the written shards do not mirror the input's tensors")
 
 
 def _open_staged(staged: pathlib.Path):
@@ -207,27 +254,22 @@ def _unit_of(plan: LockPlan) -> dict[str, tuple[str, str]]:
     return unit_of
 
 
+WORKERS = 2  # transform threads (torch and numpy release the GIL in their kernels)
+
+
 def _stream(model, shards, *, plan: LockPlan, key: RunKey, bound: float, inverse: bool) -> None:
-    """Read the tensors the lock rewrites in file order; transform each block once it is complete and
-    write it at its place. (LockedShards copied the other tensors without reading them.)"""
+    """Read the tensors the lock rewrites in file order; once a block is complete, transform it on a worker
+    thread and write it at its place. (LockedShards copied the other tensors without reading them.)
+    At most WORKERS blocks are transformed at once; results are handed to the writer as they finish."""
+    from concurrent.futures import ThreadPoolExecutor
+
     unit_of = _unit_of(plan)
     residual_names = plan.residual.names() if plan.residual is not None else set()
     # The norm gains (d floats each) come first: every reader of the stream needs its norm's.
     norms = {name: shards.read(name) for name in plan.residual.norm_names()} if plan.residual is not None else {}
     residual = residual_applier(plan, norms, key=key, inverse=inverse, path=model.root)
-    waiting: dict[tuple[str, str], dict[str, Any]] = {}
-    for name in model.tensors:  # shard, then offset order: sequential reads
-        unit = unit_of.get(name)
-        if unit is None:
-            continue
-        held = waiting.setdefault(unit, {})
-        held[name] = norms[name] if name in norms else shards.read(name)
-        kind, block = unit
-        if kind == "mlp" and len(held) < len(plan.mlp.blocks[block]):
-            continue
-        if kind == "attention" and len(held) < len(plan.blocks[block]):
-            continue
-        del waiting[unit]
+
+    def transform(kind: str, block: str, held: dict[str, Any]) -> dict[str, Any]:
         if residual is not None and inverse:  # unlock undoes the steps in reverse order
             held = {n: residual(n, t) if n in residual_names else t for n, t in held.items()}
         if kind == "mlp":
@@ -236,8 +278,32 @@ def _stream(model, shards, *, plan: LockPlan, key: RunKey, bound: float, inverse
             held = lock_block(plan, block, held, key=key, bound=bound, inverse=inverse, path=model.root)
         if residual is not None and not inverse:
             held = {n: residual(n, t) if n in residual_names else t for n, t in held.items()}
-        for locked_name, tensor in held.items():
+        return held
+
+    def hand_over(future) -> None:
+        for locked_name, tensor in future.result().items():
             shards.put(locked_name, tensor)
+
+    waiting: dict[tuple[str, str], dict[str, Any]] = {}
+    running: collections.deque = collections.deque()
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="guard-lock-transform") as workers:
+        for name in model.tensors:  # shard, then offset order: sequential reads
+            unit = unit_of.get(name)
+            if unit is None:
+                continue
+            held = waiting.setdefault(unit, {})
+            held[name] = norms[name] if name in norms else shards.read(name)
+            kind, block = unit
+            if kind == "mlp" and len(held) < len(plan.mlp.blocks[block]):
+                continue
+            if kind == "attention" and len(held) < len(plan.blocks[block]):
+                continue
+            del waiting[unit]
+            running.append(workers.submit(transform, kind, block, held))
+            while running and (len(running) > WORKERS or running[0].done()):
+                hand_over(running.popleft())
+        while running:
+            hand_over(running.popleft())
 
 
 def _umask() -> int:

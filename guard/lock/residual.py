@@ -43,6 +43,7 @@ import torch
 
 from guard.errors import InputError
 from guard.lock.keys import RunKey
+from guard.lock.reindex import flip_signs, take
 from guard.lock.sampling import SeedStream, permutation
 
 ResidualForm = Literal["rotation", "permutation", "none"]
@@ -118,12 +119,10 @@ class ResidualTransform:
               gain_new: torch.Tensor | None = None, compute_dtype: torch.dtype = torch.float64) -> torch.Tensor:
         axis = axis % tensor.ndim
         if self.is_permutation:  # the gains cancel: T = S, an exact index copy and sign flip
-            out = tensor.index_select(axis, torch.as_tensor(self.perm, dtype=torch.long))
-            if not np.all(self.signs == 1.0):
-                shape = [1] * tensor.ndim
-                shape[axis] = self.dim
-                out = out * torch.as_tensor(self.signs, dtype=tensor.dtype).reshape(shape)
-            return out.contiguous()
+            out = take(tensor, self.perm, axis)
+            if tensor.is_floating_point() and bool((self.signs < 0).any()):
+                flip_signs(out, self.signs < 0, axis)
+            return out
         t = torch.from_numpy(self.matrix).to(torch.float64)
         if gain_cur is not None:
             t = t * gain_cur.to(torch.float64)[None, :] / gain_new.to(torch.float64)[:, None]
@@ -134,7 +133,7 @@ class ResidualTransform:
     def norm_gain(self, weight: torch.Tensor) -> torch.Tensor:
         """The norm's stored weight after the transform: permuted with the stream (no signs), or kept."""
         if self.is_permutation:
-            return weight.index_select(0, torch.as_tensor(self.perm, dtype=torch.long)).contiguous()
+            return take(weight, self.perm, 0)
         return weight
 
     def norm_bias(self, bias: torch.Tensor, *, gain_cur: torch.Tensor, gain_new: torch.Tensor,

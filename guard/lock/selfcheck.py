@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import pathlib
+import threading
 
 import torch
 
@@ -25,6 +26,10 @@ from guard.errors import PolicyRefusal
 ERROR_BOUNDS: dict[torch.dtype, float] = {torch.float32: 1e-4, torch.float64: 1e-8, torch.bfloat16: 5e-2,
                                           torch.float16: 1e-2}
 PROBE = {"batch": 2, "seq": 16, "seed": 0}
+# One model build and forward at a time: transformers builds models under a process-wide default dtype
+# (and the meta-device patch is process-wide), which a forward on another thread would see. Protect runs
+# the two forwards on threads beside the transform workers, which never depend on the default dtype.
+_MODEL_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +96,10 @@ def _run(model: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
 def probe_output(model_dir) -> tuple[torch.Tensor, torch.dtype]:
     """The probe's output with the whole model loaded by from_pretrained (the fallback).
     `model_dir`: a path or a validated guard.artifacts ModelDir."""
-    model = load_model(_validated(model_dir))
-    dtype = next(model.parameters()).dtype
-    result = _run(model, dtype)
+    with _MODEL_LOCK:
+        model = load_model(_validated(model_dir))
+        dtype = next(model.parameters()).dtype
+        result = _run(model, dtype)
     del model
     gc.collect()
     return result, dtype
@@ -106,23 +112,24 @@ def streamed_probe_output(model_dir, loader=None) -> tuple[torch.Tensor, torch.d
 
     model_dir = _validated(model_dir)
     loader = loader or TensorLoader(model_dir)
-    with StreamedModel(model_dir, loader) as model:
+    with _MODEL_LOCK, StreamedModel(model_dir, loader) as model:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         result = _run(model, dtype)
     return result, dtype, loader.peak_bytes
 
 
-def self_check(original_dir, candidate_dir, *, streamed: bool = True, reference=None) -> SelfCheck:
+def self_check(original_dir, candidate_dir, *, streamed: bool = True, reference=None, candidate=None) -> SelfCheck:
     """Run the probe through the original and the candidate model (paths or validated ModelDirs) and
-    compare. streamed=False loads each model whole with from_pretrained. `reference`: a future of the
-    original's `streamed_probe_output`, already started (it overlaps the writing of the candidate)."""
+    compare. streamed=False loads each model whole with from_pretrained. `reference`, `candidate`:
+    futures of the two models' `streamed_probe_output`, already started (protect runs both while it
+    writes the candidate)."""
     from guard.lock.streamed import NotStreamable
 
     mode, peak = "full", 0
     if streamed:
         try:
             ref, dtype, peak_ref = reference.result() if reference is not None else streamed_probe_output(original_dir)
-            got, _, peak_got = streamed_probe_output(candidate_dir)
+            got, _, peak_got = candidate.result() if candidate is not None else streamed_probe_output(candidate_dir)
             mode, peak = "streamed", max(peak_ref, peak_got)
         except NotStreamable:
             streamed = False

@@ -30,10 +30,12 @@ class NotStreamable(Exception):
 class TensorLoader:
     """Reads single tensors of a validated ModelDir from their validated offsets, and keeps count of how
     many of the tensors it returned are still alive (tracked on the buffers themselves, so a tensor
-    still referenced anywhere counts)."""
+    still referenced anywhere counts). `read_bytes(name)`, if given, supplies each tensor's bytes instead
+    (protect reads the output it is writing, tensor by tensor as each is written)."""
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, read_bytes=None):
         self.model = model_dir
+        self._read_bytes = read_bytes
         self._fds: dict[str, int] = {}
         self.live_tensors = 0
         self.live_bytes = 0
@@ -46,9 +48,12 @@ class TensorLoader:
 
         info = self.model.tensors[name]
         self.reads += 1
-        if info.shard not in self._fds:
-            self._fds[info.shard] = open_shard(self.model, info.shard)
-        buf = read_buffer(self._fds[info.shard], info, self.model.root / info.shard)
+        if self._read_bytes is not None:
+            buf = self._read_bytes(name)
+        else:
+            if info.shard not in self._fds:
+                self._fds[info.shard] = open_shard(self.model, info.shard)
+            buf = read_buffer(self._fds[info.shard], info, self.model.root / info.shard)
         if info.nbytes:
             self.live_tensors += 1
             self.live_bytes += info.nbytes
