@@ -66,7 +66,8 @@ def protect(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Pa
     result = protect_model(model_dir, out_dir, key=key, bound=bound, signer=signer,
                            mlp_permute=not no_mlp_permute, residual=residual)
     summary = {"protected": True, "out_dir": str(result.out_dir),
-               "signature": None if result.signature is None else str(result.signature), **result.metadata}
+               "signature": None if result.signature is None else str(result.signature), **result.metadata,
+               "seconds": result.seconds}
     if as_json:
         from guard.cli._output import emit_json
 

@@ -74,10 +74,22 @@ def protect_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKe
 
 
 def unlock_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, signer=None,
-                 allow_legacy: bool = False) -> LockResult:
+                 allow_legacy: bool = False, verifier=None, signature: str | os.PathLike | None = None) -> LockResult:
     """Restore the original weights of a protected model with its lock key. The lock file must carry the
-    key's id for its nonce and an intact MAC (format v1, which has none, only with allow_legacy)."""
+    key's id for its nonce and an intact MAC (format v1, which has none, only with allow_legacy).
+    With a `verifier` (guard.signing), the protected model's signature is checked first and every byte
+    unlock reads, guard_lock.json included, comes from the verified copy (guard.signing.open_verified_model)."""
+    if verifier is None:
+        return _unlock(src, out, key=key, signer=signer, allow_legacy=allow_legacy)
+    from guard.signing.verified_model import open_verified_model
+
+    with open_verified_model(src, signature=signature, verifier=verifier) as verified:
+        return _unlock(verified, out, key=key, signer=signer, allow_legacy=allow_legacy)
+
+
+def _unlock(src, out, *, key: LockKey, signer, allow_legacy: bool) -> LockResult:
     model, config, _ = _open(src)
+    src = model.root
     metadata = read_lock_file(model.root, present={f.relpath for f in model.files})
     run = open_lock(metadata, key, path=model.root, allow_legacy=allow_legacy)
     form = metadata.get("residual_form", "none")  # v1 files predate the residual transform
@@ -96,10 +108,12 @@ def _describe_mlp(plan: LockPlan, model) -> str:
     return plan.mlp.describe({name: model.tensors[name].shape for name in plan.mlp.block_of()})
 
 
-def _open(src: str | os.PathLike, *, mlp: bool = False, residual: str = "none"):
+def _open(src, *, mlp: bool = False, residual: str = "none"):
+    """(ModelDir, transformers config, LockPlan) for a path or an already validated ModelDir."""
     from guard.artifacts import open_model_dir
 
-    model = open_model_dir(src)
+    model = src if hasattr(src, "tensors") else open_model_dir(src)
+    src = model.root
     refused = model.refused()
     if refused:
         first = refused[0]
