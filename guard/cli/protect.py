@@ -23,9 +23,10 @@ _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
 @click.option("--lock-key", type=_FILE, default=None, help="Existing lock key file (from `guard lock-keygen`).")
 @click.option("--new-lock-key", type=_FILE, default=None,
               help="Create a new lock key at this path (mode 0600, never overwritten) and use it.")
-@click.option("--bound", type=click.FloatRange(min=1.0, max=64.0, min_open=True), default=8.0, show_default=True,
+@click.option("--bound", type=click.FloatRange(min=1.0, max=64.0, min_open=True), default=None,
               help="Singular values of every transform lie in [1/bound, bound] (condition number <= bound^2). "
-                   "Larger breaks merges harder and costs low-precision accuracy.")
+                   "Larger breaks merges harder and costs low-precision accuracy. Default: 8, or 4 for 16-bit "
+                   "(bf16/fp16) weights.")
 @click.option("--no-mlp-permute", "no_mlp_permute", is_flag=True,
               help="Leave the MLPs alone (attention transforms only). By default the hidden units of every MLP are "
                    "also permuted with a key-derived permutation (exact; see docs/threat-model.md for what it adds).")
@@ -38,7 +39,7 @@ _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
 @signer_options(key_flag="--sign-key")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def protect(model_dir: pathlib.Path, out_dir: pathlib.Path, lock_key: pathlib.Path | None,
-            new_lock_key: pathlib.Path | None, bound: float, no_mlp_permute: bool, residual: str, unsigned: bool,
+            new_lock_key: pathlib.Path | None, bound: float | None, no_mlp_permute: bool, residual: str, unsigned: bool,
             as_json: bool,
             **options) -> int:
     """Apply MergeLock to MODEL_DIR: same function, unmergeable weights; then sign the result."""

@@ -27,7 +27,7 @@ from guard.lock.modeling import model_class, outputs_residual_stream, transforme
 from guard.lock.plan import LockPlan, plan_lock
 from guard.lock.selfcheck import SelfCheck, require_pass, self_check, streamed_probe_output
 from guard.lock.residual import FORMS
-from guard.lock.state import DEFAULT_BOUND, DEFAULT_RESIDUAL, lock_block, residual_applier
+from guard.lock.state import DEFAULT_RESIDUAL, default_bound, lock_block, residual_applier
 
 _SIGNATURE = "model.sig"
 _INDEX = "model.safetensors.index.json"
@@ -45,16 +45,18 @@ class LockResult:
     seconds: dict[str, float]  # wall time of each phase: transform (stream + write), selfcheck, sign, sync
 
 
-def protect_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, bound: float = DEFAULT_BOUND,
+def protect_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, bound: float | None = None,
                   signer=None, mlp_permute: bool = True, residual: str = DEFAULT_RESIDUAL) -> LockResult:
     """Write a MergeLock-protected copy of the model at `src` to `out` (which must not exist).
+    bound: the transforms' singular values lie in [1/bound, bound]; None: 8, or 4 for 16-bit weights.
     mlp_permute: also permute every MLP's hidden units with a key-derived permutation (exact).
     residual: "rotation", "permutation" or "none": the residual-stream transform (guard.lock.residual)."""
-    if not bound > 1.0 or bound > 64.0:
+    if bound is not None and (not bound > 1.0 or bound > 64.0):
         raise InputError(f"bound must be in (1, 64], got {bound}", rule="lock-bound")
     if residual not in FORMS:
         raise InputError(f"residual must be one of {', '.join(FORMS)}, got {residual!r}", rule="lock-residual")
     model, config, plan = _open(src, mlp=mlp_permute, residual=residual)
+    bound = default_bound(model.dtype_counts()) if bound is None else bound
     if LOCK_FILE in {f.relpath for f in model.files}:
         raise InputError(f"already MergeLock-protected ({LOCK_FILE} present); unlock it first", path=src,
                          rule="lock-already-protected")

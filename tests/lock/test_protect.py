@@ -56,6 +56,7 @@ def test_metadata_records_the_check_and_no_secret(protected_family, lock_key):
     run = lock_key.for_run(bytes.fromhex(meta["nonce"]))
     assert meta["key_id"] == run.key_id != lock_key.fingerprint and meta["format"] == "guard-mergelock"
     assert meta["selfcheck"]["max_relative_logit_error"] == result.selfcheck.max_relative_error <= 1e-4
+    assert meta["bound"] == 8.0 and meta["residual_form"] == "signed_permutation"  # the float32 defaults
     assert "sign flips" in meta["qk"] and "qk-norm" in meta["qk"]  # qk-norm model: stated in the output
     assert meta["mlp_permute"] is True and "permutation of the 128 hidden units of each of the 2 MLP" in meta["mlp"]
     from safetensors import safe_open
@@ -127,6 +128,7 @@ def test_bf16_within_documented_bound(tmp_path, lock_key):
     src = save_family("llama", tmp_path / "src", dtype=torch.bfloat16)
     result = protect_model(src, tmp_path / "out", key=lock_key)
     assert result.selfcheck.dtype == "bfloat16" and result.selfcheck.max_relative_error <= 5e-2
+    assert result.metadata["bound"] == 4.0  # the 16-bit default (float32: 8, test_metadata_records_...)
     assert all(t.dtype == torch.bfloat16 for t in _tensors(result.out_dir).values())
     back = _tensors(unlock_model(result.out_dir, tmp_path / "back", key=lock_key).out_dir)
     original = _tensors(src)
