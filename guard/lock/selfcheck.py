@@ -26,9 +26,10 @@ from guard.errors import PolicyRefusal
 ERROR_BOUNDS: dict[torch.dtype, float] = {torch.float32: 1e-4, torch.float64: 1e-8, torch.bfloat16: 5e-2,
                                           torch.float16: 1e-2}
 PROBE = {"batch": 2, "seq": 16, "seed": 0}
-# One model build and forward at a time: transformers builds models under a process-wide default dtype
-# (and the meta-device patch is process-wide), which a forward on another thread would see. Protect runs
-# the two forwards on threads beside the transform workers, which never depend on the default dtype.
+# Model builds must not overlap any forward: transformers builds under a process-wide default dtype
+# (and the meta-device patch is process-wide), which a forward on another thread would see. A lone probe
+# holds the lock for build and forward; `probe_pair` builds both models under it, then runs the two
+# forwards side by side (the transform workers never depend on the default dtype).
 _MODEL_LOCK = threading.Lock()
 
 
@@ -116,6 +117,36 @@ def streamed_probe_output(model_dir, loader=None) -> tuple[torch.Tensor, torch.d
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         result = _run(model, dtype)
     return result, dtype, loader.peak_bytes
+
+
+def probe_pair(original_dir, candidate_loader, executor) -> tuple:
+    """Futures of `streamed_probe_output` for the original (a validated ModelDir) and for the candidate,
+    whose tensors `candidate_loader` supplies: both models are built first, one after the other, then the
+    two forwards run at once on `executor` (which needs two free workers). A build that cannot stream
+    (NotStreamable) makes both futures raise NotStreamable."""
+    from guard.lock.streamed import NotStreamable, StreamedModel, TensorLoader
+
+    barrier = threading.Barrier(2)
+
+    def probe(loader):
+        try:
+            with _MODEL_LOCK:
+                streamed = StreamedModel(original_dir, loader)
+                model = streamed.__enter__()
+        except BaseException:
+            barrier.abort()
+            raise
+        try:
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                raise NotStreamable("the other model of the pair could not be built") from None
+            dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+            return _run(model, dtype), dtype, loader.peak_bytes
+        finally:
+            streamed.__exit__(None, None, None)
+
+    return executor.submit(probe, TensorLoader(original_dir)), executor.submit(probe, candidate_loader)
 
 
 def self_check(original_dir, candidate_dir, *, streamed: bool = True, reference=None, candidate=None) -> SelfCheck:

@@ -146,3 +146,23 @@ def test_self_check_uses_the_validated_config_not_the_file_on_disk(tmp_path, str
     assert torch.equal(before, after)
     check = self_check(validated, validated, streamed=streamed)
     assert check.max_relative_error == 0.0
+
+
+def test_protect_falls_back_when_a_model_cannot_stream(tmp_path, lock_key, monkeypatch):
+    """protect builds the two models of its self-check side by side (probe_pair); one that cannot stream
+    sends both to the full from_pretrained check instead of hanging the other."""
+    from guard.lock import streamed
+    from guard.lock.protect import protect_model
+
+    calls = []
+    real = streamed.StreamedModel._build
+
+    def second_refuses(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise streamed.NotStreamable("test")
+        return real(self)
+
+    monkeypatch.setattr(streamed.StreamedModel, "_build", second_refuses)
+    result = protect_model(save_family("llama", tmp_path / "src"), tmp_path / "out", key=lock_key)
+    assert result.selfcheck.mode == "full" and result.selfcheck.max_relative_error <= 1e-4
