@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "protect": "guard.cli.protect:protect",
     "unlock": "guard.cli.unlock:unlock",
     "lock-keygen": "guard.cli.lock_keygen:lock_keygen",
+    "serve": "guard.cli.serve:serve",
 }
 
 HELP: dict[str, str] = {
@@ -37,6 +38,7 @@ HELP: dict[str, str] = {
     "protect": "Apply MergeLock to a model and sign the result.",
     "unlock": "Undo MergeLock with the lock key.",
     "lock-keygen": "Create a MergeLock key (32 random bytes, mode 0600).",
+    "serve": "Run the Hub webhook audit service (webhook, workers, dashboard).",
 }
 
 
