@@ -9,17 +9,7 @@ from guard.errors import InputError
 from guard.lock import layouts
 from guard.lock.plan import plan_lock
 from guard.lock.state import protect_state
-from tests.lock.conftest import LOCK_FAMILIES, build, model_output
-
-
-def _relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((got - ref).abs().max() / ref.abs().max()).item()
-
-
-def _reloaded(model, state):
-    clone = type(model)(model.config).eval()
-    clone.load_state_dict(state)
-    return clone
+from tests.lock.conftest import LOCK_FAMILIES, build, model_output, not_restored, relative_error, reloaded
 
 
 @pytest.mark.parametrize("family", LOCK_FAMILIES)
@@ -45,12 +35,10 @@ def test_protect_preserves_function_and_unlock_restores(family, run_key):
         if state[name].ndim == 2:
             assert (locked[name] - state[name]).norm() / state[name].norm() > 0.2, name
 
-    assert _relative_error(model_output(_reloaded(model, locked), inputs), ref) <= 1e-4
+    assert relative_error(model_output(reloaded(model, locked), inputs), ref) <= 1e-4
 
     restored = protect_state(locked, config=model.config, key=run_key, inverse=True, residual="none")
-    for name, tensor in state.items():
-        if tensor.is_floating_point():
-            assert torch.allclose(restored[name], tensor, rtol=1e-5, atol=1e-6), name
+    assert not_restored(restored, state) == []
 
 
 def test_minilm_real_weights(minilm_dir, run_key):
@@ -63,15 +51,15 @@ def test_minilm_real_weights(minilm_dir, run_key):
     # BertModel's output is its residual stream, so protect leaves the stream alone here (test_residual.py
     # covers MiniLM's weights under a task head, and that the residual output is the stream permuted).
     locked = protect_state(model.state_dict(), config=model.config, key=run_key, residual="none")
-    assert _relative_error(model_output(_reloaded(model, locked), inputs), ref) <= 1e-4
+    assert relative_error(model_output(reloaded(model, locked), inputs), ref) <= 1e-4
     permuted = protect_state(model.state_dict(), config=model.config, key=run_key, residual="permutation")
     from guard.lock.plan import plan_lock
     from guard.lock.residual import derive_residual
 
     plan = plan_lock(model.state_dict().keys(), model.config, residual="permutation").residual
     stream = derive_residual(run_key, dim=plan.dim, form=plan.form, layer_norm=True)
-    got = model_output(_reloaded(model, permuted), inputs)
-    assert _relative_error(got, stream.apply(ref, -1)) <= 1e-4  # the same stream, in the secret basis
+    got = model_output(reloaded(model, permuted), inputs)
+    assert relative_error(got, stream.apply(ref, -1)) <= 1e-4  # the same stream, in the secret basis
 
 
 @pytest.mark.parametrize("family", ["llama", "phi3", "gpt2", "vit", "t5"])
@@ -89,7 +77,7 @@ def test_mlp_permutation_alone_is_exact_and_keyed(family, run_key, other_run_key
     permuted = protect_state(state, config=model.config, key=run_key, mlp_permute=True, residual="none")
     assert all(not torch.equal(permuted[n], state[n]) for n in names)
     only_mlp = {k: (permuted[k] if k in names else v) for k, v in state.items()}
-    assert _relative_error(model_output(_reloaded(model, only_mlp), inputs), ref) <= 1e-5
+    assert relative_error(model_output(reloaded(model, only_mlp), inputs), ref) <= 1e-5
     other = protect_state(state, config=model.config, key=other_run_key, mlp_permute=True, residual="none")
     assert any(not torch.equal(other[n], permuted[n]) for n in names)
     back = protect_state(only_mlp, config=model.config, key=run_key, inverse=True, mlp_permute=True,
@@ -124,7 +112,7 @@ def test_wrong_rope_layout_breaks_function(run_key, monkeypatch):
     wrong_geometry = lambda config: dataclasses.replace(llama.geometry(config), rotary_style="interleaved")  # noqa: E731
     monkeypatch.setitem(layouts.LAYOUTS, "llama", dataclasses.replace(llama, geometry=wrong_geometry))
     locked = protect_state(model.state_dict(), config=model.config, key=run_key)
-    assert _relative_error(model_output(_reloaded(model, locked), inputs), ref) > 1e-2
+    assert relative_error(model_output(reloaded(model, locked), inputs), ref) > 1e-2
 
 
 def test_gqa_shares_one_transform_per_group(run_key):
