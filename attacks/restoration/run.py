@@ -364,6 +364,20 @@ def _methods_arg(text: str) -> dict[str, dict]:
     return value
 
 
+def _bounds_arg(text: str) -> tuple[float, ...]:
+    bounds = tuple(float(b) for b in text.split(",") if b.strip())
+    if not bounds or any(not 1.0 < b <= 64.0 for b in bounds):
+        raise ValueError("expected comma-separated bounds in (1, 64]")
+    return bounds
+
+
+def _variants_arg(text: str) -> tuple[str, ...]:
+    variants = tuple(v for v in text.split(",") if v.strip())
+    if not variants or "default" not in variants or set(variants) - set(VARIANTS):
+        raise ValueError(f"expected comma-separated variants among {', '.join(VARIANTS)}, default included")
+    return variants
+
+
 def _seeds_arg(text: str) -> list[int]:
     seeds = [int(s) for s in text.split(",") if s.strip()]
     if not seeds or any(s < 0 for s in seeds):
@@ -387,22 +401,35 @@ def main(argv=None) -> None:
     parser.add_argument("--zoo", choices=ZOO_SETUPS, help="use a model zoo family instead: the vision family "
                         "(small, full) or the LM family (lm-small, lm-full)")
     parser.add_argument("--seeds", type=_seeds_arg, default=[0], help="zoo seeds, comma-separated (default 0)")
+    parser.add_argument("--bounds", type=_bounds_arg, default=BOUNDS, help="bounds swept for the default lock, "
+                        "comma-separated (default 2,4,8,16; must include 8)")
+    parser.add_argument("--attack-bounds", type=_bounds_arg, default=ATTACK_BOUNDS, help="bounds the attacks run at "
+                        "(default 8,16)")
+    parser.add_argument("--variants", type=_variants_arg, default=tuple(VARIANTS),
+                        help=f"lock variants measured at bound 8, comma-separated (default {','.join(VARIANTS)})")
     parser.add_argument("--methods", type=_methods_arg, help="merge settings instead of the setup's, as JSON: "
                         "'{\"task_arithmetic\": {\"scale\": 0.3}, \"ties\": {\"density\": 0.2, \"scale\": 1.0}}'")
     args = parser.parse_args(argv)
     if not args.zoo and args.seeds != [0]:
         parser.error("--seeds needs --zoo (the digits setup has one seed)")
+    if DEFAULT_BOUND not in args.bounds:
+        parser.error(f"--bounds must include the default bound {DEFAULT_BOUND:g}")
     all_results = []
     for seed in args.seeds:
         setup = zoo_setup(args.zoo, seed=seed) if args.zoo else load_setup()
         if args.methods:
             setup = dataclasses.replace(setup, methods=args.methods)
         try:
-            all_results.append(run(setup=setup))
+            all_results.append(run(setup=setup, bounds=args.bounds, attack_bounds=args.attack_bounds,
+                                   variants=args.variants))
         except InputError as exc:  # e.g. an unknown merge method or parameter in --methods
             parser.error(str(exc))
     command = ("python -m attacks.restoration.run" + (f" --zoo {args.zoo}" if args.zoo else "")
                + (f" --seeds {','.join(map(str, args.seeds))}" if args.zoo else "")
+               + (f" --bounds {','.join(f'{b:g}' for b in args.bounds)}" if tuple(args.bounds) != BOUNDS else "")
+               + (f" --attack-bounds {','.join(f'{b:g}' for b in args.attack_bounds)}"
+                  if tuple(args.attack_bounds) != ATTACK_BOUNDS else "")
+               + (f" --variants {','.join(args.variants)}" if tuple(args.variants) != tuple(VARIANTS) else "")
                + (f" --methods '{json.dumps(args.methods)}'" if args.methods else "") + f" --out {args.out}")
     text = markdown_seeds(all_results, command=command)
     write_atomically(args.out, text)
