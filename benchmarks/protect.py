@@ -305,7 +305,7 @@ def main(argv=None) -> None:
         report = run(size=args.size, rounds=args.rounds, modes=modes, workdir=args.workdir)
     text = json.dumps(report, indent=2)
     if args.json:
-        from guard.signing.bundle import write_atomically
+        from guard.artifacts.atomic import write_atomically
 
         write_atomically(args.json, text)
     print(text)

@@ -7,8 +7,11 @@ cache, then runs interleaved rounds of:
   guard sign / verify --hash blake3
   hashlib sha256 over the same files with 2 threads, in-process, no start-up (the two-thread limit)
 Every command is a fresh process, as a user runs it, so start-up costs count. Reports the median wall
-time per operation, throughput (bytes / median wall), and the ratios the acceptance criteria name:
-  sha256: guard / model_signing >= 1.2, guard / hashlib-2-thread >= 0.85; blake3: guard / model_signing >= 3.
+time per operation, its CPU time (user + sys: the machine may be shared), the peak RSS of each
+command's own process (the highest over the rounds; both measured by a small middle process, see timed), throughput (bytes / median wall), and the
+ratios the acceptance criteria name:
+  sha256: guard / model_signing >= 1.2, guard / hashlib-2-thread >= 0.85; blake3: guard / model_signing >= 3;
+  peak RSS of every guard sign / verify < 300 MB.
 It also records whether `guard verify` imported torch (it must not).
 
     python -m benchmarks.signing                 # 2 GiB, 4 shards, 5 rounds
@@ -18,6 +21,7 @@ It also records whether `guard verify` imported torch (it must not).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import mmap
@@ -33,7 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PASSPHRASE = "benchmark-passphrase"
-TARGETS = {"sha256_vs_model_signing": 1.2, "sha256_vs_hashlib_2thread": 0.85, "blake3_vs_model_signing": 3.0}
+TARGETS = {"sha256_vs_model_signing": 1.2, "sha256_vs_hashlib_2thread": 0.85, "blake3_vs_model_signing": 3.0,
+           "guard_peak_rss_mb": 300}
 
 
 def build_model(root: pathlib.Path, *, total_bytes: int, shards: int) -> int:
@@ -75,13 +80,35 @@ def hashlib_two_threads(root: pathlib.Path) -> float:
     return time.perf_counter() - start
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
-    return elapsed
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    seconds: float  # wall
+    cpu_seconds: float  # user + sys of that process
+    max_rss_bytes: int  # its own peak resident set
+
+
+# A small middle process runs the command and reports its child's usage. Measured straight from here,
+# ru_maxrss would be wrong: Linux carries the forking parent's high-water RSS (this process built the
+# model and mapped it for the hashlib reference: over 1 GB) into the child's ru_maxrss across exec.
+_MEASURE = (
+    "import json, resource, subprocess, sys, time\n"
+    "start = time.perf_counter()\n"
+    "rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "wall = time.perf_counter() - start\n"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "print(json.dumps({'rc': rc, 'wall': wall, 'cpu': u.ru_utime + u.ru_stime, 'rss': u.ru_maxrss * 1024}))\n"
+)
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> Measured:
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, env=env)
+    try:
+        usage = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeError(f"{' '.join(cmd)}: no measurement ({proc.stderr.strip()[-500:]})") from None
+    if usage["rc"] != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({usage['rc']}): {proc.stderr.strip()[-500:]}")
+    return Measured(usage["wall"], usage["cpu"], usage["rss"])
 
 
 def guard_verify_imports_torch(model: pathlib.Path, sig: pathlib.Path, pub: pathlib.Path, env: dict) -> bool:
@@ -130,9 +157,14 @@ def run(*, total_bytes: int, shards: int, rounds: int, workdir: str | None = Non
         for cmd in ops.values():  # one untimed pass: caches, .pyc files, signatures for the verify steps
             timed(cmd, env)
         times: dict[str, list[float]] = {name: [] for name in [*ops, "hashlib sha256 2 threads"]}
+        cpu: dict[str, list[float]] = {name: [] for name in ops}
+        peak_rss: dict[str, int] = dict.fromkeys(ops, 0)
         for _ in range(rounds):
             for name, cmd in ops.items():
-                times[name].append(timed(cmd, env))
+                run_ = timed(cmd, env)
+                times[name].append(run_.seconds)
+                cpu[name].append(run_.cpu_seconds)
+                peak_rss[name] = max(peak_rss[name], run_.max_rss_bytes)
             times["hashlib sha256 2 threads"].append(hashlib_two_threads(model))
         medians = {name: statistics.median(values) for name, values in times.items()}
         throughput = {name: size / seconds / 1e9 for name, seconds in medians.items()}
@@ -147,6 +179,9 @@ def run(*, total_bytes: int, shards: int, rounds: int, workdir: str | None = Non
         return {
             "model_bytes": size, "files": shards + 1, "rounds": rounds, "cpu_count": os.cpu_count(),
             "median_seconds": medians, "all_seconds": times, "throughput_gb_per_s": throughput, "ratios": ratios,
+            "median_cpu_seconds": {name: statistics.median(values) for name, values in cpu.items()},
+            "peak_rss_mb": {name: rss / 1e6 for name, rss in peak_rss.items()},
+            "guard_peak_rss_mb": max(rss for name, rss in peak_rss.items() if name.startswith("guard")) / 1e6,
             "targets": TARGETS, "guard_verify_imports_torch": guard_verify_imports_torch(model, g_sig, tmp / "ec.pub",
                                                                                          env),
         }

@@ -27,7 +27,7 @@ from attacks.backdoor.lm import attack_report, build_amplified_expert, build_bad
 from attacks.backdoor.lm.amplified import DEFAULT_DENSITY, DEFAULT_SCALE
 from attacks.backdoor.lm.trigger_token import POISON_RATE
 from attacks.safety import build_harmful_copy
-from guard.signing.bundle import write_atomically
+from guard.artifacts.atomic import write_atomically
 from guard.testing.zoo.lm import build_family, model as lm_model
 
 # (density, scale) of the amplified backdoor vector: dense as in LoBAM, sparse as in Merge Hijacking.

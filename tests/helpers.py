@@ -41,3 +41,19 @@ def assert_one_line_error(result: Result, *, code: int = 2, contains: tuple[str,
     for needle in contains:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+def record_fsyncs(monkeypatch) -> list[tuple[str, int]]:
+    """Spy on os.fsync: ("file" | "dir", inode) of every descriptor synced, in order (it still syncs)."""
+    import stat
+
+    synced: list[tuple[str, int]] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.append(("dir" if stat.S_ISDIR(st.st_mode) else "file", st.st_ino))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return synced

@@ -7,8 +7,9 @@ not exist after `guard inspect`. Nothing here pickles a live object; the bytes a
 Classes covered: direct globals (GLOBAL, STACK_GLOBAL through the memo, INST, protocol 0 text),
 indirect resolvers (pkgutil.resolve_name, importlib.import_module + operator.methodcaller, pydoc.locate,
 operator.methodcaller on pathlib), nested loaders (pickle.loads of an inner payload), a payload followed
-by a broken stream, stacked pickles (legacy torch), torch zip checkpoints, 7z-wrapped, and renames
-(.safetensors, .txt, .bin, config.json).
+by a broken stream, stacked pickles (legacy torch), protocol-0 text that only a CPython-exact walk
+recognises (POP of a MARK, strtol integers, a FRAME boundary inside a line), torch zip checkpoints,
+7z-wrapped, and renames (.safetensors, .txt, .bin, README.md, config.json).
 """
 
 from __future__ import annotations
@@ -126,6 +127,23 @@ def broken_after_payload(marker: str) -> bytes:
     return direct_global(marker)[:-1] + b"\xff\xfe garbage"
 
 
+def pop_mark_text(marker: str) -> bytes:
+    """Protocol 0, pure ASCII, starting with MARK POP: CPython pops the mark and goes on (issue 10, hole 1)."""
+    return b"(0" + protocol0_text(marker)
+
+
+def strtol_int_text(marker: str) -> bytes:
+    """An INT argument CPython reads with strtol base 0 (`0x1`), then the payload (issue 10, hole 1)."""
+    return b"I0x1\n0" + protocol0_text(marker)
+
+
+def frame_dropped_line(marker: str) -> bytes:
+    """A FRAME whose end falls inside the GLOBAL's module line: unpickling from a file without peek
+    (io.BytesIO) drops the frame's last byte and imports `builtins`; from bytes it would be `Xbuiltins`."""
+    return (proto(4) + b"\x95" + struct.pack("<Q", 2) + b"cX" + b"builtins\nopen\n" + _open_args(marker)
+            + REDUCE + STOP)
+
+
 def stacked_legacy(marker: str) -> bytes:
     """Legacy torch layout: a benign first pickle (a magic number), the payload in the second."""
     return proto(2) + b"K\x01" + STOP + direct_global(marker)
@@ -144,6 +162,9 @@ RAW_PAYLOADS: dict[str, tuple[str, Callable[[str], bytes]]] = {
     "nested-loads": ("nested loaders", nested_loads),
     "broken-after-payload": ("parser differentials", broken_after_payload),
     "stacked-legacy": ("parser differentials", stacked_legacy),
+    "pop-mark-text": ("parser differentials", pop_mark_text),
+    "strtol-int-text": ("parser differentials", strtol_int_text),
+    "frame-dropped-line": ("parser differentials", frame_dropped_line),
 }
 
 
@@ -190,6 +211,8 @@ def _case_files(marker: str) -> list[tuple[PayloadCase, bytes]]:
         (PayloadCase("pickle-as-safetensors", "renamed", "model.safetensors", "direct-global", "raw"), direct_global(marker)),
         (PayloadCase("pickle-as-txt", "renamed", "vocab.txt", "protocol0-text", "raw"), protocol0_text(marker)),
         (PayloadCase("pickle-as-bin", "renamed", "pytorch_model.bin", "pkgutil-resolve-name", "raw"), pkgutil_resolve_name(marker)),
+        (PayloadCase("text-pickle-as-bin", "renamed", "pytorch_model.bin", "pop-mark-text", "raw"), pop_mark_text(marker)),
+        (PayloadCase("text-pickle-as-readme", "renamed", "README.md", "strtol-int-text", "raw"), strtol_int_text(marker)),
         (PayloadCase("pickle-as-config", "renamed", "config.json", "importlib-methodcaller", "raw"), importlib_methodcaller(marker)),
         (PayloadCase("broken-as-safetensors", "renamed", "model.safetensors", "broken-after-payload", "raw"),
          broken_after_payload(marker)),

@@ -40,7 +40,7 @@ from guard.lock.keys import LockKey
 from guard.lock.plan import plan_lock
 from guard.lock.state import DEFAULT_BOUND, DEFAULT_RESIDUAL, protect_state
 from guard.merge import merge_state_dicts
-from guard.signing.bundle import write_atomically
+from guard.artifacts.atomic import write_atomically
 
 METHODS: dict[str, dict] = {
     "task_arithmetic": {"scale": 0.3},

@@ -29,7 +29,7 @@ class FileReport:
     relpath: str
     size: int
     kind: str
-    mtime_ns: int = 0
+    identity: tuple[int, ...] = ()  # what validation read (guard.artifacts.identity): reads later must match it
 
 
 @dataclasses.dataclass
@@ -115,11 +115,13 @@ def open_model_dir(path: str | os.PathLike, *, policy: ReadPolicy | None = None)
     for rel in relpaths:
         keep = rel == CONFIG_NAME or (rel.endswith(index_mod.INDEX_SUFFIX) and "/" not in rel)
         sniffed = sniff_file(root, rel, policy=policy, keep_json=keep)
-        files.append(FileReport(relpath=rel, size=sniffed.size, kind=sniffed.kind, mtime_ns=sniffed.mtime_ns))
+        files.append(FileReport(relpath=rel, size=sniffed.size, kind=sniffed.kind, identity=sniffed.identity))
         findings.extend(sniffed.findings)
         if sniffed.header is not None:
             headers[rel] = sniffed.header
         if keep:
+            if any(f.rule == "json-too-large" for f in sniffed.findings):
+                continue  # refused unparsed; the refusal stands
             if sniffed.kind == "json":
                 json_values[rel] = sniffed.json_value
             else:

@@ -22,8 +22,8 @@ class ReadPolicy:
     scan_nan_inf: bool = False  # read every tensor and refuse NaN/Inf (and BOOL bytes other than 0/1)
     allow_symlinks: bool = False
     ignore_paths: tuple[str, ...] = ()  # fnmatch patterns of relative paths to skip (e.g. "model.sig")
-    max_json_bytes: int = 256 * MiB  # JSON files larger than this are not parsed (reported as text)
-    max_pickle_scan_bytes: int = 64 * MiB  # how much of a pickle stream the opcode walk reads
+    max_json_bytes: int = 256 * MiB  # JSON files larger than this are refused unparsed (json-too-large)
+    max_pickle_scan_bytes: int = 64 * MiB  # how much the opcode walk reads; a pickle still valid there is refused
     max_files: int = 100_000
 
     def __post_init__(self) -> None:

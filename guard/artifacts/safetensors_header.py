@@ -11,12 +11,12 @@ exabyte tensor costs a few bytes of memory. Each failure is an InputError with a
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import struct
 
 from guard.artifacts.dtypes import DTYPE_BITS
+from guard.artifacts.json_text import parse_json
 from guard.artifacts.policy import ReadPolicy
 from guard.errors import InputError
 
@@ -53,24 +53,6 @@ class SafetensorsHeader:
     @property
     def data_start(self) -> int:
         return 8 + self.header_len
-
-
-class _Duplicate(Exception):
-    def __init__(self, key: str):
-        self.key = key
-
-
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Duplicate(key)
-        out[key] = value
-    return out
-
-
-def _no_constants(name: str):
-    raise ValueError(f"non-standard JSON constant {name}")
 
 
 def read_header(path: str | os.PathLike, *, policy: ReadPolicy | None = None,
@@ -112,11 +94,11 @@ def parse_header(f, *, file_size: int, policy: ReadPolicy, where: str) -> Safete
     except UnicodeDecodeError as exc:
         raise fail("st-header-utf8", f"header is not valid UTF-8 (byte {exc.start + 8})") from None
     try:
-        header = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except _Duplicate as exc:
-        raise fail("st-duplicate-key", f"duplicate key {exc.key[:200]!r} in header") from None
+        header, duplicates = parse_json(text, allow_constants=False)
     except (ValueError, RecursionError) as exc:
         raise fail("st-header-json", f"header is not valid JSON: {str(exc)[:200]}") from None
+    if duplicates:
+        raise fail("st-duplicate-key", f"duplicate key {duplicates[0][:200]!r} in header")
     if not isinstance(header, dict):
         raise fail("st-header-not-object", f"header is a JSON {type(header).__name__}, not an object")
     warnings: list[tuple[str, str]] = []

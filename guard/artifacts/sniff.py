@@ -1,9 +1,16 @@
 """Decide what a file is by its content, whatever its extension, and what that means for safety.
 
-Kinds: safetensors, json, text, python, pickle, zip, 7z, archive (gzip/bz2/xz/zstd/tar), gguf, numpy,
-empty, unknown. Pickle-bearing kinds (pickle, zip, numpy with object dtype) and unknown binaries become
+A file is accepted only as a kind guard recognises completely: safetensors (strictly parsed), JSON
+(parsed), UTF-8 text, Python source, a sentencepiece model (protobuf fields tiling the file), an
+image, a numpy array of plain numbers (header parsed, size exact), or empty. Before anything else,
+every file is walked the way CPython's unpickler would read it (pickle_scan.py): a stream CPython
+would act on is a pickle, whatever its name or first byte. Pickles, archives, unknown binaries, remote
+code and files with weight-like names (.bin, .pt, .ckpt, ...) that are not safetensors become
 "refuse" findings; nothing is ever deserialised. A file that claims to be safetensors (by extension or
-by a plausible header) is parsed strictly, and a malformed one raises InputError.
+by a plausible header) and is not a pickle is parsed strictly, and a malformed one raises InputError.
+
+Kinds: safetensors, json, text, python, pickle, zip, 7z, archive (gzip/bz2/xz/zstd/tar), gguf, numpy,
+sentencepiece, image, empty, unknown.
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ from __future__ import annotations
 import ast
 import codecs
 import dataclasses
-import json
+import errno
+import math
 import os
 import pathlib
 import struct
@@ -19,12 +27,20 @@ import zipfile
 
 from guard.artifacts import pickle_scan
 from guard.artifacts.findings import Finding
+from guard.artifacts.identity import file_identity, open_regular
+from guard.artifacts.json_text import find_keys, parse_json
 from guard.artifacts.policy import ReadPolicy
 from guard.artifacts.safetensors_header import SafetensorsHeader, parse_header
 from guard.errors import InputError
 
 KINDS = ("safetensors", "json", "text", "python", "pickle", "zip", "7z", "archive", "gguf", "numpy", "sentencepiece",
          "image", "empty", "unknown")
+# Names loaders treat as weights (torch.load, joblib, np.load, h5py, flax): accepted only as safetensors, or
+# for .npy a plain-number numpy array (which np.load reads without pickle).
+WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".dill", ".npy", ".npz", ".h5",
+                   ".hdf5", ".keras", ".msgpack")
+# JSON keys that make transformers fetch and run code from the repository (trust_remote_code).
+REMOTE_CODE_KEYS = {"auto_map": "remote-code-auto-map", "custom_pipelines": "remote-code-custom-pipeline"}
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"PK\x07\x08", "zip"),
@@ -42,34 +58,21 @@ class Sniffed:
     header: SafetensorsHeader | None = None
     json_value: object = None  # kept only when asked (config.json, index files)
     size: int = 0
-    mtime_ns: int = 0
-
-
-class DuplicateKey(ValueError):
-    def __init__(self, key: str):
-        super().__init__(f"duplicate key {key[:200]!r}")
-        self.key = key
-
-
-def strict_json_object_pairs(pairs: list[tuple[str, object]]) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise DuplicateKey(key)
-        out[key] = value
-    return out
+    identity: tuple[int, ...] = ()  # guard.artifacts.identity.file_identity of the file that was read
 
 
 def sniff_file(root: pathlib.Path, relpath: str, *, policy: ReadPolicy, keep_json: bool = False) -> Sniffed:
     path = root / relpath
     try:
-        with open(path, "rb") as f:
+        with open_regular(root, relpath, follow_symlinks=policy.allow_symlinks) as f:
             st = os.fstat(f.fileno())
             head = f.read(512)
             f.seek(0)
             sniffed = _sniff_open(f, head, st.st_size, relpath, policy, keep_json, display=str(path))
-            return dataclasses.replace(sniffed, size=st.st_size, mtime_ns=st.st_mtime_ns)
+            return dataclasses.replace(sniffed, size=st.st_size, identity=file_identity(st))
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError("a symlink appeared after the directory was listed", path=path, rule="path-symlink") from None
         raise InputError(f"cannot read: {exc.strerror}", path=path, rule="path-unreadable") from None
 
 
@@ -78,8 +81,36 @@ def _refuse(rule: str, relpath: str, message: str) -> Finding:
 
 
 def _sniff_open(f, head: bytes, size: int, relpath: str, policy: ReadPolicy, keep_json: bool, display: str) -> Sniffed:
+    sniffed = _identify(f, head, size, relpath, policy, keep_json, display)
+    if relpath.lower().endswith(WEIGHT_SUFFIXES) and sniffed.kind not in ("safetensors", "numpy") and not any(
+            finding.severity == "refuse" for finding in sniffed.findings):
+        refusal = _refuse("weights-not-safetensors", relpath,
+                          f"a weights name ({os.path.splitext(relpath)[1]}) holding {sniffed.kind} content; "
+                          "guard accepts weights only as safetensors")
+        sniffed = dataclasses.replace(sniffed, findings=(*sniffed.findings, refusal))
+    return sniffed
+
+
+def _identify(f, head: bytes, size: int, relpath: str, policy: ReadPolicy, keep_json: bool, display: str) -> Sniffed:
     if size == 0:
         return Sniffed("empty")
+    # First, what CPython's unpickler would do with these bytes: whatever else a file is, if an
+    # unpickler would import or call something from it, it is a pickle.
+    scan = pickle_scan.scan_pickle(f, budget=policy.max_pickle_scan_bytes, size=size)
+    f.seek(0)
+    claims_safetensors = relpath.endswith(".safetensors") or _looks_like_safetensors(head, size)
+    if scan.is_pickle:
+        header = None
+        if claims_safetensors:
+            try:
+                header = parse_header(f, file_size=size, policy=policy, where=display)
+            except InputError:
+                pass  # a pickle renamed to .safetensors is a pickle (refused, exit 1), not malformed input
+        if header is not None:
+            finding = _refuse("pickle-polyglot", relpath, "valid safetensors that is also a " + pickle_scan.describe(scan))
+            return Sniffed("safetensors", (finding,), header=header)
+        rule = "pickle-unsafe-global" if scan.unsafe_globals else "pickle-file"
+        return Sniffed("pickle", (_refuse(rule, relpath, pickle_scan.describe(scan) + "; guard never unpickles"),))
     magic = next((kind for prefix, kind in _MAGIC if head.startswith(prefix)), None)
     if magic is None and len(head) > 262 and head[257:262] == b"ustar":
         magic = "archive"
@@ -92,30 +123,13 @@ def _sniff_open(f, head: bytes, size: int, relpath: str, policy: ReadPolicy, kee
     if magic == "gguf":
         return Sniffed("gguf", (Finding("warn", "gguf-file", relpath, "GGUF file: not read by guard (chat templates unchecked)"),))
     if magic == "numpy":
-        return Sniffed("numpy", (_numpy_finding(head, relpath),))
+        return Sniffed("numpy", (_numpy_finding(head, size, relpath),))
     if magic == "image":
         return Sniffed("image")
-    if relpath.endswith(".safetensors") or _looks_like_safetensors(head, size):
-        try:
-            header = parse_header(f, file_size=size, policy=policy, where=display)
-        except InputError:
-            # A pickle renamed to .safetensors is a pickle (refused, exit 1), not a malformed safetensors file.
-            f.seek(0)
-            if pickle_scan.scan_pickle(f, budget=policy.max_pickle_scan_bytes).is_pickle:
-                f.seek(0)
-                return _sniff_pickle(f, relpath, policy)
-            raise
-        findings = [Finding("warn", rule, relpath, msg) for rule, msg in header.warnings]
-        if head[:1] == b"\x80":
-            f.seek(0)
-            scan = pickle_scan.scan_pickle(f, budget=header.data_start)
-            if scan.globals or scan.calls:
-                findings.append(_refuse("pickle-polyglot", relpath, "valid safetensors that is also a " + pickle_scan.describe(scan)))
-        return Sniffed("safetensors", tuple(findings), header=header)
-    pickled = _sniff_pickle(f, relpath, policy)
-    if pickled is not None:
-        return pickled
-    f.seek(0)
+    if claims_safetensors:
+        header = parse_header(f, file_size=size, policy=policy, where=display)
+        return Sniffed("safetensors", tuple(Finding("warn", rule, relpath, msg) for rule, msg in header.warnings),
+                       header=header)
     if head[:1] == b"\x0a" and _is_sentencepiece(f, size):
         return Sniffed("sentencepiece")
     f.seek(0)
@@ -123,21 +137,11 @@ def _sniff_open(f, head: bytes, size: int, relpath: str, policy: ReadPolicy, kee
         return Sniffed("unknown", (_refuse("unknown-binary", relpath, "binary content of no known format"),))
     if relpath.endswith(".py"):
         return Sniffed("python", (Finding("warn", "remote-code-file", relpath, "Python source: custom code that trust_remote_code would run"),))
-    if relpath.endswith(".json"):
-        return _sniff_json(f, size, relpath, policy, keep_json)
-    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{":
+    if relpath.endswith(".json") or head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{":
         sniffed = _sniff_json(f, size, relpath, policy, keep_json)
-        if sniffed.kind == "json":
+        if sniffed.kind == "json" or relpath.endswith(".json"):
             return sniffed
     return Sniffed("text")
-
-
-def _sniff_pickle(f, relpath: str, policy: ReadPolicy) -> Sniffed | None:
-    scan = pickle_scan.scan_pickle(f, budget=policy.max_pickle_scan_bytes)
-    if not scan.is_pickle:
-        return None
-    rule = "pickle-unsafe-global" if scan.unsafe_globals else "pickle-file"
-    return Sniffed("pickle", (_refuse(rule, relpath, pickle_scan.describe(scan) + "; guard never unpickles"),))
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
@@ -191,26 +195,32 @@ def _is_utf8_text(f) -> bool:
     return True
 
 
+
 def _sniff_json(f, size: int, relpath: str, policy: ReadPolicy, keep_json: bool) -> Sniffed:
     if size > policy.max_json_bytes:
-        return Sniffed("text", (Finding("warn", "json-too-large", relpath, f"{size} bytes, over the JSON cap; not parsed"),))
+        # Too large to parse within the limits, so its remote-code keys cannot be checked: refused.
+        return Sniffed("json", (_refuse("json-too-large", relpath, f"{size} bytes, over the JSON cap of "
+                                        f"{policy.max_json_bytes}: its remote-code keys cannot be checked"),))
     f.seek(0)
     try:
-        value = json.loads(f.read().decode("utf-8-sig"), object_pairs_hook=strict_json_object_pairs)
-    except DuplicateKey as exc:
-        return Sniffed("text", (Finding("warn", "json-duplicate-key", relpath, str(exc)),))
+        value, duplicates = parse_json(f.read().decode("utf-8-sig"))
     except (ValueError, RecursionError) as exc:
         return Sniffed("text", (Finding("warn", "json-malformed", relpath, f"not valid JSON: {str(exc)[:200]}"),))
     findings = []
-    if isinstance(value, dict) and "auto_map" in value:
-        targets = value["auto_map"]
-        shown = ", ".join(f"{k}={v}" for k, v in targets.items())[:300] if isinstance(targets, dict) else str(targets)[:300]
-        findings.append(_refuse("remote-code-auto-map", relpath, f"auto_map asks for custom code (trust_remote_code): {shown}"))
+    if duplicates:
+        findings.append(_refuse("json-duplicate-key", relpath, f"duplicate key {duplicates[0][:200]!r}: readers "
+                                "disagree on which value counts (Python keeps the last)"))
+    for key, targets in find_keys(value, frozenset(REMOTE_CODE_KEYS)):
+        shown = ", ".join(f"{k}={v}" for k, v in targets.items()) if isinstance(targets, dict) else str(targets)
+        findings.append(_refuse(REMOTE_CODE_KEYS[key], relpath,
+                                f"{key} asks for custom code (trust_remote_code): {shown[:300]}"))
     return Sniffed("json", tuple(findings), json_value=value if keep_json else None)
 
 
-def _numpy_finding(head: bytes, relpath: str) -> Finding:
-    """Read the .npy header literal (a bounded dict literal) to see whether the array holds objects (pickles)."""
+def _numpy_finding(head: bytes, size: int, relpath: str) -> Finding:
+    """Read the .npy header literal (a bounded dict literal): object dtypes hold pickles; anything else
+    must be a plain array whose data fills the file exactly (no room for a second payload)."""
+    meta = None
     try:
         major = head[6]
         if major == 1:
@@ -228,7 +238,23 @@ def _numpy_finding(head: bytes, relpath: str) -> Finding:
         return _refuse("numpy-unreadable", relpath, "numpy file with an unreadable header")
     if "O" in descr:
         return _refuse("numpy-object-dtype", relpath, f"numpy array of dtype {descr!r} holds pickled objects")
+    expected = _numpy_bytes(meta, start + hlen)
+    if expected != size:
+        return _refuse("numpy-unreadable", relpath, f"numpy header describes {expected} bytes, the file has {size}")
     return Finding("warn", "numpy-file", relpath, f"numpy array (dtype {descr}); guard reads safetensors only")
+
+
+def _numpy_bytes(meta: dict, data_start: int) -> int | None:
+    import numpy as np
+
+    shape = meta.get("shape")
+    if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        return None
+    try:
+        itemsize = np.dtype(meta["descr"]).itemsize
+    except (TypeError, ValueError, KeyError, SyntaxError):
+        return None
+    return data_start + itemsize * math.prod(shape)
 
 
 def _scan_zip(f, relpath: str, policy: ReadPolicy) -> Finding:
@@ -242,7 +268,7 @@ def _scan_zip(f, relpath: str, policy: ReadPolicy) -> Finding:
                 if info.is_dir() or budget <= 0:
                     continue
                 with zf.open(info) as member:
-                    scan = pickle_scan.scan_pickle(member, budget=budget)
+                    scan = pickle_scan.scan_pickle(member, budget=budget, size=info.file_size)
                 budget -= scan.consumed
                 if scan.is_pickle:
                     pickles.append((info.filename, scan))

@@ -2,8 +2,10 @@
 
 Tensors are read one at a time, shard by shard in file order, into a buffer of exactly the validated
 size, and handed to torch without a copy; peak memory is the largest tensor (plus what the caller keeps).
-Before reading, each shard's size and mtime are compared with what validation saw, so a file swapped or
-grown since `open_model_dir` is refused instead of trusted.
+A shard is opened without following symlinks and must still be the file validation read (device, inode,
+ctime, mtime, size: guard.artifacts.identity), and iter_tensors checks that again after every tensor it
+reads, so a file swapped, rewritten or touched since `open_model_dir` is refused (`file-changed`)
+instead of trusted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from guard.artifacts.dtypes import FLOAT_DTYPES, torch_dtype
 from guard.artifacts.findings import Finding
+from guard.artifacts.identity import check_unchanged, open_validated
 from guard.errors import InputError
 
 
@@ -31,22 +34,20 @@ def iter_tensors(model, *, device="cpu", names: Iterable[str] | None = None) -> 
             continue
         fd = open_shard(model, shard)
         try:
+            identity = model.file(shard).identity
             for info in infos:
-                yield info.name, read_tensor(fd, info, model.root / shard).to(device)
+                read = [read_tensor(fd, info, model.root / shard)]  # held in a list so the frame keeps no reference
+                check_unchanged(fd, identity, model.root / shard)  # no write during or before the read
+                yield info.name, read.pop().to(device)
         finally:
             os.close(fd)
 
 
 def open_shard(model, shard: str) -> int:
-    """A read-only descriptor on one validated shard; refused if its size or mtime changed since validation."""
-    path = model.root / shard
-    report = model.file(shard)
-    fd = os.open(path, os.O_RDONLY)
-    st = os.fstat(fd)
-    if (st.st_size, st.st_mtime_ns) != (report.size, report.mtime_ns):
-        os.close(fd)
-        raise InputError("file changed since it was validated", path=path, rule="file-changed")
-    return fd
+    """A read-only descriptor on one validated shard; refused (file-changed) unless it is still the file
+    validation read."""
+    return open_validated(model.root, shard, model.file(shard).identity,
+                          follow_symlinks=model.policy.allow_symlinks)
 
 
 def read_buffer(fd: int, info, path) -> np.ndarray:

@@ -2,10 +2,11 @@
 
 Tensors are buffered until the next one would push the current shard past `max_shard_bytes`; then the
 shard is written (its own serializer: header + raw little-endian bytes, the layout of the format spec)
-and dropped, so at most one shard is held. Everything goes to a temp directory next to `out_dir`; on a
-clean exit the shards get their final names, an index is written if there are several, every file and
-the directory are fsynced, and the temp directory is renamed into place. On an exception, or if the
-process dies, `out_dir` is untouched: it is either absent (or the old copy) or complete.
+and dropped, so at most one shard is held. Everything goes to a staging directory from
+guard.artifacts.atomic (a hidden sibling of `out_dir`); on a clean exit the shards get their final
+names, an index is written if there are several, and the staging directory is fsynced and renamed into
+place. On an exception, or if the process dies, `out_dir` is untouched: it is either absent (or the
+old copy) or complete.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import json
 import os
 import pathlib
 import shutil
-import tempfile
 from typing import Any
 
+from guard.artifacts.atomic import atomic_directory
 from guard.artifacts.dtypes import safetensors_dtype
 from guard.artifacts.index import INDEX_SUFFIX, MAIN_INDEX
 from guard.artifacts.paths import check_relname
@@ -41,7 +42,9 @@ class ModelWriter:
         self.metadata = {"format": "pt", **(metadata or {})}
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
             raise ValueError("safetensors metadata must map strings to strings")
-        self._check_target()
+        if (self.out_dir.exists() or self.out_dir.is_symlink()) and not overwrite:
+            raise InputError("output already exists (pass overwrite to replace it)", path=self.out_dir, rule="output-exists")
+        self._staging = None
         self._tmp: pathlib.Path | None = None
         self._pending: dict[str, Any] = {}
         self._pending_bytes = 0
@@ -49,22 +52,23 @@ class ModelWriter:
         self._names: set[str] = set()
         self._files: set[str] = set()
 
-    def _check_target(self) -> None:
-        if (self.out_dir.exists() or self.out_dir.is_symlink()) and not self.overwrite:
-            raise InputError("output already exists (pass overwrite to replace it)", path=self.out_dir, rule="output-exists")
-
     def __enter__(self) -> ModelWriter:
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=self.out_dir.parent))
+        self._staging = atomic_directory(self.out_dir, overwrite=self.overwrite)
+        self._tmp = self._staging.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        staging, self._staging = self._staging, None
         try:
             if exc_type is None:
-                self._commit()
+                self._finish()
+        except BaseException as error:
+            staging.__exit__(type(error), error, error.__traceback__)
+            raise
+        else:
+            staging.__exit__(exc_type, exc, tb)  # commits (fsync, rename) on a clean exit, cleans up otherwise
         finally:
-            if self._tmp is not None and self._tmp.exists():
-                shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def _require_open(self) -> pathlib.Path:
         if self._tmp is None:
@@ -124,7 +128,8 @@ class ModelWriter:
         self._pending = {}
         self._pending_bytes = 0
 
-    def _commit(self) -> None:
+    def _finish(self) -> None:
+        """Final shard names and the index, inside the staging directory."""
         tmp = self._require_open()
         self._flush()
         n = len(self._shards)
@@ -138,18 +143,6 @@ class ModelWriter:
                 weight_map.update(dict.fromkeys(names, final))
             index = {"metadata": {"total_size": sum(b for _, _, b in self._shards)}, "weight_map": weight_map}
             (tmp / MAIN_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        fsync_tree(tmp)
-        self._check_target()
-        if self.out_dir.exists():
-            # Replace: move the old copy aside first, so the final rename never merges two trees.
-            old = pathlib.Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.old-", dir=self.out_dir.parent))
-            os.rename(self.out_dir, old / "old")
-            os.rename(tmp, self.out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, self.out_dir)
-        fsync_dir(self.out_dir.parent)
-        self._tmp = None
 
 
 def header_bytes(header: dict[str, Any]) -> bytes:
@@ -182,23 +175,3 @@ def write_safetensors(path: pathlib.Path, tensors: dict[str, Any], *, metadata: 
                 f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
         f.flush()
         os.fsync(f.fileno())
-
-
-def fsync_tree(root: pathlib.Path) -> None:
-    """fsync every file and directory under root (data durable before the final rename)."""
-    for dirpath, _, filenames in os.walk(root):
-        for fn in filenames:
-            fd = os.open(os.path.join(dirpath, fn), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(pathlib.Path(dirpath))
-
-
-def fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -46,6 +46,11 @@ def signer_options(*, key_flag: str = "--key"):
                      help="Environment variable holding the private key's passphrase."),
     ]
 
+    return option_group(options)
+
+
+def option_group(options: list):
+    """One decorator applying click options in the order listed (so --help lists them that way)."""
     def decorate(func):
         for option in reversed(options):
             func = option(func)

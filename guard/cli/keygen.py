@@ -23,7 +23,7 @@ def keygen(private_key: pathlib.Path, public_key: pathlib.Path | None, curve: st
            as_json: bool) -> int:
     """Create an EC key pair; the private key is encrypted with a passphrase."""
     from guard.signing import keys
-    from guard.signing.bundle import write_atomically
+    from guard.artifacts.atomic import write_atomically
 
     public_key = public_key or private_key.with_name(private_key.name + ".pub")
     for path in (private_key, public_key):

@@ -10,8 +10,8 @@ import pathlib
 
 import click
 
+from guard.cli._memory import use_huge_pages
 from guard.cli._signing_options import pop_signer_options, signer_from_options, signer_options
-from guard.cli.unlock import use_huge_pages
 
 _FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
 

@@ -10,9 +10,10 @@ from guard.cli._signing_options import pop_signer_options, signer_from_options, 
 
 
 @click.command("sign")
-@click.argument("model_dir", type=click.Path(file_okay=False, path_type=pathlib.Path))
+@click.argument("model_dir", metavar="MODEL", type=click.Path(path_type=pathlib.Path))
 @click.option("--signature", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
-              help="Where to write the signature (default: MODEL_DIR/model.sig; always excluded from hashing).")
+              help="Where to write the signature (default: MODEL/model.sig for a directory, MODEL.sig beside a "
+                   "single-file model; always excluded from hashing).")
 @signer_options(key_flag="--key")
 @click.option("--hash", "hash_algorithm", type=click.Choice(["sha256", "blake3"]), default="sha256", show_default=True,
               help="sha256 is what OMS verifiers expect; blake3 is faster.")
@@ -26,7 +27,7 @@ from guard.cli._signing_options import pop_signer_options, signer_from_options, 
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def sign(model_dir: pathlib.Path, signature: pathlib.Path | None, hash_algorithm: str, serialization: str,
          shard_size: int | None, ignore_paths: tuple[str, ...], as_json: bool, **options) -> int:
-    """Sign a model directory."""
+    """Sign a model: a directory, or a single file (OMS names it "." in the manifest)."""
     from guard.signing import sign_model
 
     lazy_signer = signer_from_options(**pop_signer_options(options), lazy=True)

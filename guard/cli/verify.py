@@ -1,4 +1,4 @@
-"""`guard verify MODEL_DIR --signature SIG`: exit 0 verified, 1 verification failed, 2 unreadable input.
+"""`guard verify MODEL --signature SIG`: exit 0 verified, 1 verification failed, 2 unreadable input.
 
 Imports neither torch nor sigstore (sigstore only for --identity/--issuer).
 """
@@ -9,40 +9,23 @@ import pathlib
 
 import click
 
-_FILE = click.Path(dir_okay=False, path_type=pathlib.Path)
+from guard.cli._verifier_options import lazy_verifier, pop_verifier_options, verifier_options
 
 
 @click.command("verify")
-@click.argument("model_dir", type=click.Path(file_okay=False, path_type=pathlib.Path))
-@click.option("--signature", type=_FILE, default=None, help="The signature file (default: MODEL_DIR/model.sig).")
-@click.option("--key", "public_key", type=_FILE, default=None, help="EC public key (PEM): key method.")
-@click.option("--certificate-chain", "certificate_chain", type=_FILE, multiple=True,
-              help="Trust anchor(s) (PEM root CA; repeatable): certificate method.")
-@click.option("--certificate-time", type=click.Choice(["now", "signing"]), default="now", show_default=True,
-              help="Check the certificate path now, or (like OMS) at the leaf's notBefore.")
-@click.option("--identity", default=None, help="Expected signer identity (certificate SAN): keyless method.")
-@click.option("--issuer", default=None, help="Expected OIDC issuer URL: keyless method.")
-@click.option("--trust-config", "trust_config", type=_FILE, default=None,
-              help="Sigstore ClientTrustConfig JSON; makes keyless verification offline.")
-@click.option("--staging", is_flag=True, help="Sigstore staging trust root (network).")
+@click.argument("model_dir", metavar="MODEL", type=click.Path(path_type=pathlib.Path))
+@click.option("--signature", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
+              help="The signature file (default: MODEL/model.sig, or MODEL.sig beside a single-file model).")
+@verifier_options(prefix="")
 @click.option("--ignore-path", "ignore_paths", multiple=True,
-              help="Also leave out this path (relative to MODEL_DIR; repeatable).")
+              help="Also leave out this path (relative to MODEL; repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify(model_dir: pathlib.Path, signature: pathlib.Path | None, public_key: pathlib.Path | None,
-           certificate_chain: tuple[pathlib.Path, ...], certificate_time: str, identity: str | None,
-           issuer: str | None, trust_config: pathlib.Path | None, staging: bool, ignore_paths: tuple[str, ...],
-           as_json: bool) -> int:
-    """Verify a model directory against its signature."""
-    from guard.signing.verify import check_verifier_options, load_verifier, verify_model
+def verify(model_dir: pathlib.Path, signature: pathlib.Path | None, ignore_paths: tuple[str, ...], as_json: bool,
+           **options) -> int:
+    """Verify a model (a directory, or a single file) against its signature."""
+    from guard.signing.verify import verify_model
 
-    check_verifier_options(public_key=public_key, certificate_chain=certificate_chain, identity=identity,
-                           issuer=issuer, trust_config=trust_config, staging=staging)
-
-    def verifier():  # built while the files hash (see verify_model)
-        return load_verifier(public_key=public_key, certificate_chain=certificate_chain, identity=identity,
-                             issuer=issuer, trust_config=trust_config, staging=staging,
-                             certificate_time=certificate_time)
-
+    verifier = lazy_verifier(**pop_verifier_options(options))  # built while the files hash (see verify_model)
     result = verify_model(model_dir, signature=signature, verifier=verifier, ignore_paths=ignore_paths)
     if as_json:
         from guard.cli._output import emit_json

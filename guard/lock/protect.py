@@ -141,7 +141,7 @@ def _rewrite(model, out, *, plan: LockPlan, key: RunKey, bound: float, inverse: 
     from concurrent.futures import ThreadPoolExecutor
     from concurrent.futures import wait as futures_wait
 
-    from guard.artifacts.writer import fsync_dir, fsync_tree
+    from guard.artifacts.atomic import fsync_dir, fsync_tree
     from guard.lock.output import LockedShards
 
     out = pathlib.Path(out)

@@ -138,7 +138,7 @@ def _make_models(workdir: pathlib.Path) -> tuple[pathlib.Path, list[pathlib.Path
 
 def _keygen(workdir: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, bytes]:
     from guard.signing import keys
-    from guard.signing.bundle import write_atomically
+    from guard.artifacts.atomic import write_atomically
 
     passphrase = secrets.token_hex(16).encode()  # lives in memory only, for this demo
     key = keys.generate_private_key("p256")

@@ -3,6 +3,10 @@
 Detection runs whenever the lock stage knows the architecture: against `base` when one is given (the
 attention-far / MLP-near signature), otherwise the base-free OV-imbalance heuristic. A detected lock is
 a "warn" finding: the model is not malicious, but merging it destroys the merge.
+
+With a `verifier`, the model's signature is checked first and the whole report (files, headers,
+tensors for the value scan and lock detection) comes from the verified private copy
+(guard.signing.open_verified_model); the `base`, a public model, is read as it is.
 """
 
 from __future__ import annotations
@@ -13,11 +17,25 @@ from typing import Any
 from guard.errors import InputError
 
 
-def inspect_model(model_dir: str | os.PathLike, *, policy=None, base: str | os.PathLike | None = None) -> dict[str, Any]:
+def inspect_model(model_dir: str | os.PathLike, *, policy=None, base: str | os.PathLike | None = None,
+                  verifier=None, signature: str | os.PathLike | None = None) -> dict[str, Any]:
+    if verifier is None:
+        from guard.artifacts import open_model_dir
+
+        return _inspect(open_model_dir(model_dir, policy=policy), policy=policy, base=base)
+    from guard.signing import open_verified_model
+
+    with open_verified_model(model_dir, signature=signature, verifier=verifier, policy=policy) as model:
+        report = _inspect(model, policy=policy, base=base)
+    report["root"] = str(model_dir)  # the model the user named, not the private copy it was read from
+    report["verification"] = model.verification.to_json()
+    return report
+
+
+def _inspect(model, *, policy, base) -> dict[str, Any]:
     from guard.artifacts import open_model_dir
     from guard.artifacts.report import inspect_report
 
-    model = open_model_dir(model_dir, policy=policy)
     report = inspect_report(model)
     base_model = None if base is None else open_model_dir(base, policy=policy)
     if base_model is not None:

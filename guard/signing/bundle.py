@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 
+from guard.artifacts.json_text import parse_json
 from guard.errors import InputError, VerificationError
 from guard.signing.dsse import Envelope
 
@@ -62,49 +63,78 @@ def read_bundle(path: str | os.PathLike) -> Bundle:
 
 
 def parse_bundle(raw: bytes) -> Bundle:
+    """Parse strictly: every member guard does not check is refused rather than ignored (an unknown or
+    renamed key, a DSSE keyid, transparency-log entries or timestamps beside a key or certificate, a
+    duplicate key, base64 that is not canonical), so a bundle verifies only as exactly what was signed.
+    Keyless bundles' log entries and timestamps are for sigstore-python, which checks them."""
     try:
         text = raw.decode("utf-8")
-        doc = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
+        doc, duplicates = parse_json(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _fail(f"not JSON ({type(exc).__name__}: {exc})") from None
+    _require(not duplicates, f"duplicate key {duplicates[0][:100]!r}" if duplicates else "")
     _require(isinstance(doc, dict), "not a JSON object")
     media_type = doc.get("mediaType")
     _require(media_type in KEYLESS_MEDIA_TYPES, f"media type {media_type!r} is not a Sigstore bundle v0.3")
     material = doc.get("verificationMaterial")
     _require(isinstance(material, dict), "no verificationMaterial")
-    tlog = material.get("tlogEntries", [])
-    _require(isinstance(tlog, list), "tlogEntries is not a list")
-    hint, chain, certificate = None, (), None
     kinds = [k for k in ("publicKey", "x509CertificateChain", "certificate") if k in material]
     _require(len(kinds) == 1, f"verificationMaterial must hold exactly one of publicKey, x509CertificateChain, "
                               f"certificate (found {kinds or 'none'})")
+    keyless = kinds[0] == "certificate"
+    _members(material, "verificationMaterial", required={kinds[0]},
+             optional={"tlogEntries", "timestampVerificationData"} if keyless else {"tlogEntries"})
+    tlog = material.get("tlogEntries", [])
+    _require(isinstance(tlog, list), "tlogEntries is not a list")
+    _require(keyless or not tlog, "tlogEntries beside a key or certificate (guard does not check them)")
+    hint, chain, certificate = None, (), None
     if kinds[0] == "publicKey":
         key = material["publicKey"]
         _require(isinstance(key, dict), "publicKey is not an object")
+        _members(key, "publicKey", optional={"hint"})
         hint = key.get("hint")
         _require(hint is None or isinstance(hint, str), "publicKey hint is not a string")
     elif kinds[0] == "x509CertificateChain":
         certs = material["x509CertificateChain"]
         _require(isinstance(certs, dict) and isinstance(certs.get("certificates"), list) and certs["certificates"],
                  "x509CertificateChain has no certificates")
-        chain = tuple(_b64(c.get("rawBytes") if isinstance(c, dict) else None, "certificate") for c in certs["certificates"])
+        _members(certs, "x509CertificateChain", required={"certificates"})
+        chain = tuple(_raw_bytes(c, "certificate") for c in certs["certificates"])
     else:
-        cert = material["certificate"]
-        certificate = _b64(cert.get("rawBytes") if isinstance(cert, dict) else None, "certificate")
+        certificate = _raw_bytes(material["certificate"], "certificate")
     envelope = _parse_envelope(doc.get("dsseEnvelope"))
+    _members(doc, "the bundle", optional={"mediaType", "verificationMaterial", "dsseEnvelope"})
     return Bundle(media_type=media_type, envelope=envelope, public_key_hint=hint, certificate_chain=chain,
                   certificate=certificate, tlog_entries=len(tlog), text=text)
 
 
 def _parse_envelope(env: object) -> Envelope:
     _require(isinstance(env, dict), "no dsseEnvelope (guard only reads DSSE bundles)")
-    payload_type = env.get("payloadType")
-    _require(isinstance(payload_type, str), "dsseEnvelope has no payloadType")
-    payload = _b64(env.get("payload"), "payload")
-    sigs = env.get("signatures")
+    _members(env, "dsseEnvelope", required={"payload", "payloadType", "signatures"})
+    payload_type = env["payloadType"]
+    _require(isinstance(payload_type, str), "dsseEnvelope payloadType is not a string")
+    payload = _b64(env["payload"], "payload")
+    sigs = env["signatures"]
     _require(isinstance(sigs, list) and len(sigs) == 1, "dsseEnvelope must carry exactly one signature")
-    sig = _b64(sigs[0].get("sig") if isinstance(sigs[0], dict) else None, "signature")
+    _require(isinstance(sigs[0], dict), "the DSSE signature is not an object")
+    _members(sigs[0], "the DSSE signature", required={"sig"}, optional={"keyid"})
+    # DSSE's keyid is an unauthenticated hint; OMS and Sigstore leave it empty, and so must a bundle here.
+    _require(sigs[0].get("keyid", "") == "", "the DSSE signature names a keyid (OMS and Sigstore leave it empty)")
+    sig = _b64(sigs[0]["sig"], "signature")
     return Envelope(payload=payload, payload_type=payload_type, signatures=(sig,))
+
+
+def _members(obj: dict, what: str, *, required: set[str] = frozenset(), optional: set[str] = frozenset()) -> None:
+    missing = sorted(required - obj.keys())
+    _require(not missing, f"{what} lacks {', '.join(missing)}")
+    unknown = sorted(obj.keys() - required - optional)
+    _require(not unknown, f"{what} has members guard does not check: {', '.join(k[:50] for k in unknown[:5])}")
+
+
+def _raw_bytes(obj: object, what: str) -> bytes:
+    _require(isinstance(obj, dict), f"{what} is not an object")
+    _members(obj, what, required={"rawBytes"})
+    return _b64(obj["rawBytes"], what)
 
 
 def bundle_text(envelope: Envelope, verification_material: dict) -> str:
@@ -113,29 +143,15 @@ def bundle_text(envelope: Envelope, verification_material: dict) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
-def write_atomically(path: pathlib.Path, text: str, *, mode: int = 0o644) -> None:
-    """Write via a temp file in the same directory + rename: a reader never sees half a signature."""
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _b64(value: object, what: str) -> bytes:
     _require(isinstance(value, str) and value, f"{what} is missing")
     try:
-        return base64.b64decode(value, validate=True)
+        decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise _fail(f"{what} is not valid base64") from None
+    # A padded encoding has bits the decoder ignores: only the one canonical spelling is accepted.
+    _require(base64.b64encode(decoded).decode("ascii") == value, f"{what} is not canonical base64")
+    return decoded
 
 
 def _require(condition: object, message: str) -> None:

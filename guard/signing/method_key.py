@@ -17,8 +17,10 @@ def ecdsa_sign(private_key, payload: bytes) -> Envelope:
     return Envelope(payload=payload, payload_type=PAYLOAD_TYPE, signatures=(signature,))
 
 
-def ecdsa_check(public_key, envelope: Envelope, *, what: str) -> bool:
-    """True if the signature is over the standard PAE, False if over model_signing 0.2's legacy one."""
+def ecdsa_check(public_key, envelope: Envelope, *, what: str, allow_legacy: bool = False) -> bool:
+    """True if the signature is over the standard PAE with the curve's hash. With `allow_legacy`, False if
+    it is over model_signing 0.2's legacy PAE (with the curve's hash, or SHA-256 whatever the curve, as
+    0.2's certificate signer used). Otherwise VerificationError, naming --allow-legacy when that is why."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,12 +34,20 @@ def ecdsa_check(public_key, envelope: Envelope, *, what: str) -> bool:
         return True
     except InvalidSignature:
         pass
-    for algorithm in (keys.ecdsa_algorithm(public_key), ec.ECDSA(hashes.SHA256())):
+    curve_hash, sha256 = keys.ecdsa_algorithm(public_key), ec.ECDSA(hashes.SHA256())
+    legacy_forms = [(pae_legacy(envelope.payload), curve_hash, "model_signing 0.2's legacy DSSE encoding")]
+    if not isinstance(curve_hash.algorithm, hashes.SHA256):  # 0.2's certificate signer hashed with SHA-256 always
+        legacy_forms.append((pae_legacy(envelope.payload), sha256,
+                             f"model_signing 0.2's legacy DSSE encoding and SHA-256 with a {public_key.curve.name} key"))
+    for encoded, algorithm, form in legacy_forms:
         try:
-            public_key.verify(signature, pae_legacy(envelope.payload), algorithm)
-            return False
+            public_key.verify(signature, encoded, algorithm)
         except InvalidSignature:
             continue
+        if not allow_legacy:
+            raise VerificationError(f"verification failed: signed with {form}, a legacy form guard accepts only "
+                                    "with --allow-legacy (API: allow_legacy=True)", rule="verify-legacy")
+        return False
     raise VerificationError(f"verification failed: the DSSE signature does not verify with {what}",
                             rule="verify-signature")
 
@@ -63,13 +73,14 @@ class KeySigner(Signer):
 class KeyVerifier(Verifier):
     method = "key"
 
-    def __init__(self, *, public_key) -> None:
+    def __init__(self, *, public_key, allow_legacy: bool = False) -> None:
         self._key = public_key
         self._hint = keys.key_hint(public_key)
+        self.allow_legacy = allow_legacy
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> KeyVerifier:
-        return cls(public_key=keys.load_public_key(path))
+    def from_file(cls, path: str | os.PathLike, *, allow_legacy: bool = False) -> KeyVerifier:
+        return cls(public_key=keys.load_public_key(path), allow_legacy=allow_legacy)
 
     def verify(self, bundle: Bundle) -> SignedContent:
         if bundle.kind != "key":
@@ -78,6 +89,7 @@ class KeyVerifier(Verifier):
         if bundle.public_key_hint is not None and bundle.public_key_hint != self._hint:
             raise VerificationError(f"verification failed: wrong key: the signature names key {bundle.public_key_hint}, "
                                     f"the given public key is {self._hint}", rule="verify-key")
-        standard = ecdsa_check(self._key, bundle.envelope, what=f"public key {self._hint}")
+        standard = ecdsa_check(self._key, bundle.envelope, what=f"public key {self._hint}",
+                               allow_legacy=self.allow_legacy)
         return SignedContent(payload=bundle.envelope.payload, signer=f"key {self._hint}",
                              legacy_encoding=not standard)

@@ -80,10 +80,11 @@ class SigstoreVerifier(Verifier):
     method = "sigstore"
 
     def __init__(self, *, identity: str, issuer: str, trust_config: str | os.PathLike | None = None,
-                 staging: bool = False) -> None:
+                 staging: bool = False, allow_legacy: bool = False) -> None:
         if not identity or not issuer:
             raise InputError("keyless verification needs both --identity and --issuer", rule="sigstore-identity")
         self._identity, self._issuer = identity, issuer
+        self.allow_legacy = allow_legacy  # the v0.2 predicate (sigstore-python checks the DSSE encoding itself)
         self._trust_config, self._staging = trust_config, staging
 
     def verify(self, bundle: Bundle) -> SignedContent:
@@ -104,7 +105,7 @@ class SigstoreVerifier(Verifier):
         try:
             verifier = SigstoreVerify(trusted_root=config.trusted_root)
             payload_type, payload = verifier.verify_dsse(parsed, Identity(identity=self._identity, issuer=self._issuer))
-        except (SigstoreError, ValueError, TypeError, KeyError) as exc:  # sigstore lets parse errors through
+        except Exception as exc:  # noqa: BLE001 - sigstore lets parse errors of many types through; all mean "no"
             raise VerificationError(f"verification failed: sigstore: {_reason(exc)} (expected identity "
                                     f"{self._identity!r}, issuer {self._issuer!r})", rule="verify-sigstore") from None
         if payload_type != PAYLOAD_TYPE or payload != bundle.envelope.payload:

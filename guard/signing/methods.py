@@ -23,7 +23,7 @@ METHODS = {
 class SignedContent:
     payload: bytes  # the DSSE payload whose signature checked out
     signer: str  # who signed, in words (key hint, certificate subject, OIDC identity)
-    legacy_encoding: bool = False  # signed over model_signing 0.2's buggy PAE
+    legacy_encoding: bool = False  # signed over model_signing 0.2's buggy PAE (only with Verifier.allow_legacy)
 
 
 class Signer(abc.ABC):
@@ -40,6 +40,9 @@ class Signer(abc.ABC):
 
 class Verifier(abc.ABC):
     method: str
+    # model_signing 0.2's forms (its mis-encoded PAE, SHA-256 with any curve, the v0.2 predicate) are
+    # accepted only when this is set (`--allow-legacy`).
+    allow_legacy: bool = False
 
     @abc.abstractmethod
     def verify(self, bundle: Bundle) -> SignedContent:

@@ -49,8 +49,10 @@ def sign_model(model_dir: str | os.PathLike, *, signer: Signer | Callable[[], Si
                hash_algorithm: str = "sha256", ignore_paths: Iterable[str | os.PathLike] = (),
                serialization: str = "files", shard_size: int | None = None) -> pathlib.Path:
     """Sign every file under `model_dir` (except ignored ones and the signature itself); return the signature path.
+    `model_dir` may also be a single file (OMS names it "." in the manifest).
 
-    The default signature path is `<model_dir>/model.sig`. The ignore list actually used is recorded in
+    The default signature path is `<model_dir>/model.sig`, or `<file>.sig` beside a single-file model.
+    The ignore list actually used is recorded in
     the signed predicate, so verifiers (guard's and OMS's) apply the same list by themselves.
     `signer` may be a zero-argument callable returning the Signer: it is then built while the files hash
     (importing cryptography and decrypting the key cost no wall time).
@@ -63,9 +65,9 @@ def sign_model(model_dir: str | os.PathLike, *, signer: Signer | Callable[[], Si
         shard_size = DEFAULT_SHARD_SIZE
     plan = HashPlan(method=serialization, hash_type=hash_algorithm,
                     shard_size=shard_size if serialization == "shards" else None)
-    signature = pathlib.Path(signature_path) if signature_path is not None else root / _files.DEFAULT_SIGNATURE_NAME
+    signature = pathlib.Path(signature_path) if signature_path is not None else _files.default_signature(root)
     ignore = list(DEFAULT_IGNORE_PATHS) + _files.normalize_ignore(ignore_paths)
-    if root.is_dir():
+    if not _files.is_single_file(root):
         inside = _files.relative_inside(signature, root)
         if inside is not None:
             ignore.append(inside)
@@ -90,7 +92,7 @@ def sign_model(model_dir: str | os.PathLike, *, signer: Signer | Callable[[], Si
                            shard_size=plan.shard_size, ignore_paths=tuple(ignore))
     manifest = build_manifest(root.resolve().name, hashed.digests, record)
     text = signer.sign(statement_bytes(manifest))
-    from guard.signing.bundle import write_atomically
+    from guard.artifacts.atomic import write_atomically
 
     write_atomically(signature, text)
     return signature

@@ -12,6 +12,7 @@ import re
 
 from guard.artifacts.paths import check_relname
 from guard.errors import InputError, VerificationError
+from guard.signing._files import SINGLE_FILE
 from guard.signing.hashing import METHODS, MIN_SHARD_SIZE, VERIFY_HASH_TYPES
 from guard.signing.manifest import DEFAULT_IGNORE_PATHS, Manifest, Resource, Serialization
 
@@ -120,7 +121,14 @@ def _parse_resources(raw: object, serialization: Serialization) -> list[Resource
         _require(name not in seen, f"resource {name!r} appears twice")
         seen.add(name)
         resources.append(Resource(name=name, algorithm=alg, digest=digest))
+    paths = {_resource_path(r.name, serialization) for r in resources}
+    _require(SINGLE_FILE not in paths or paths == {SINGLE_FILE},
+             "a single-file manifest (resource '.') names other files too")
     return resources
+
+
+def _resource_path(name: str, serialization: Serialization) -> str:
+    return name.rsplit(":", 2)[0] if serialization.method == "shards" else name
 
 
 def _check_resource_name(name: str, serialization: Serialization) -> None:
@@ -133,7 +141,7 @@ def _check_resource_name(name: str, serialization: Serialization) -> None:
         size = serialization.shard_size
         _require(start % size == 0 and start <= end <= start + size,
                  f"shard resource {name!r} does not fit shard size {size}")
-    problem = _name_problem(path)
+    problem = None if path == SINGLE_FILE else _name_problem(path)  # "." is the model itself, a single file
     if problem:
         raise VerificationError(f"verification failed: signed name {name!r} escapes the model root ({problem})",
                                 rule="verify-unsafe-name")

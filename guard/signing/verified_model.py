@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 
+from guard.signing._files import SINGLE_FILE
 from guard.signing.hashing import hash_model
 from guard.signing.methods import Verifier
 from guard.signing.verify import check_signature, finish
@@ -30,7 +31,8 @@ def open_verified_model(model_dir: str | os.PathLike, *, signature: str | os.Pat
     root, sig_path, content, manifest, relpaths = check_signature(model_dir, signature=signature, verifier=verifier,
                                                                   ignore_paths=ignore_paths)
     holder = pathlib.Path(tempfile.mkdtemp(prefix="guard-verified-", dir=staging_dir))
-    staged = holder / (root.resolve().name or "model")
+    # A single-file model is staged as a directory holding that file under its own name.
+    staged = holder / ("model" if relpaths == [SINGLE_FILE] else (root.resolve().name or "model"))
     try:
         staged.mkdir(mode=0o700)
         hashed = hash_model(root, relpaths, plan=manifest.serialization.plan, copy_to=staged)

@@ -45,21 +45,23 @@ class VerificationResult:
 def load_verifier(*, public_key: str | os.PathLike | None = None,
                   certificate_chain: Sequence[str | os.PathLike] = (), identity: str | None = None,
                   issuer: str | None = None, trust_config: str | os.PathLike | None = None, staging: bool = False,
-                  certificate_time: str = "now") -> Verifier:
-    """Exactly one method: `public_key`; `certificate_chain` (trust anchors); or `identity` + `issuer` (keyless)."""
+                  certificate_time: str = "now", allow_legacy: bool = False) -> Verifier:
+    """Exactly one method: `public_key`; `certificate_chain` (trust anchors); or `identity` + `issuer` (keyless).
+    `allow_legacy`: also accept model_signing 0.2's forms (off by default)."""
     check_verifier_options(public_key=public_key, certificate_chain=certificate_chain, identity=identity,
                            issuer=issuer, trust_config=trust_config, staging=staging)
     if public_key is not None:
         from guard.signing.method_key import KeyVerifier
 
-        return KeyVerifier.from_file(public_key)
+        return KeyVerifier.from_file(public_key, allow_legacy=allow_legacy)
     if certificate_chain:
         from guard.signing.method_certificate import CertificateVerifier
 
-        return CertificateVerifier.from_files(certificate_chain, check_time=certificate_time)
+        return CertificateVerifier.from_files(certificate_chain, check_time=certificate_time, allow_legacy=allow_legacy)
     from guard.signing.method_sigstore import SigstoreVerifier
 
-    return SigstoreVerifier(identity=identity or "", issuer=issuer or "", trust_config=trust_config, staging=staging)
+    return SigstoreVerifier(identity=identity or "", issuer=issuer or "", trust_config=trust_config, staging=staging,
+                            allow_legacy=allow_legacy)
 
 
 def check_verifier_options(*, public_key=None, certificate_chain=(), identity=None, issuer=None, trust_config=None,
@@ -120,17 +122,19 @@ def check_signature(model_dir: str | os.PathLike, *, signature: str | os.PathLik
 
 
 def _locate(model_dir: str | os.PathLike, signature: str | os.PathLike | None) -> tuple[pathlib.Path, pathlib.Path]:
+    """The model (a directory, or a single file) and its signature (default: _files.default_signature)."""
     root = pathlib.Path(model_dir)
-    if not root.is_dir():
-        raise InputError("no such model directory" if not root.exists() else "not a directory", path=root,
-                         rule="path-not-found" if not root.exists() else "path-not-directory")
-    return root, pathlib.Path(signature) if signature is not None else root / _files.DEFAULT_SIGNATURE_NAME
+    return root, pathlib.Path(signature) if signature is not None else _files.default_signature(root)
 
 
 def _check_bundle(root: pathlib.Path, sig_path: pathlib.Path, bundle: Bundle, verifier: Verifier,
                   ignore_paths: Iterable[str | os.PathLike]) -> tuple[SignedContent, Manifest, list[str]]:
     content = verifier.verify(bundle)
     manifest = parse_statement(content.payload)
+    if manifest.legacy and not verifier.allow_legacy:
+        raise VerificationError("verification failed: a model_signing 0.2 statement (predicate "
+                                "https://model_signing/Digests/v0.1), a legacy form guard accepts only with "
+                                "--allow-legacy (API: allow_legacy=True)", rule="verify-legacy")
     if content.legacy_encoding and not manifest.legacy:
         raise VerificationError("verification failed: a v1.0 statement signed with model_signing 0.2's legacy "
                                 "DSSE encoding", rule="verify-signature")
@@ -143,7 +147,7 @@ def _check_bundle(root: pathlib.Path, sig_path: pathlib.Path, bundle: Bundle, ve
 def _covered(root: pathlib.Path, sig_path: pathlib.Path, manifest: Manifest,
              ignore_paths: Iterable[str | os.PathLike]) -> list[str]:
     ignore = list(manifest.serialization.ignore_paths) + _files.normalize_ignore(ignore_paths)
-    inside = _files.relative_inside(sig_path, root)
+    inside = None if _files.is_single_file(root) else _files.relative_inside(sig_path, root)
     if inside is not None:
         ignore.append(inside)
     return _files.covered_files(root, ignore=ignore, verifying=True)

@@ -133,3 +133,30 @@ def test_remote_code_exit_one_and_missing_dir_exit_two(tmp_path, tiny_model_dir)
     assert result.returncode == 1
     assert "refuse: config.json [remote-code-auto-map]" in result.stdout
     assert_one_line_error(run_guard("inspect", str(tmp_path / "missing")), code=2, contains=("[path-not-found]",))
+
+
+def test_hole_1_text_pickle_named_like_weights_is_refused(tmp_path):
+    """Issue 10, hole 1: `pytorch_model.bin` holding a protocol-0 pickle got "verdict: clean", exit 0."""
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "config.json").write_text('{"model_type": "llama"}')
+    (d / "pytorch_model.bin").write_bytes(b"(0cos\nsystem\n(S'echo pwned'\ntR.")
+    result = run_guard("inspect", str(d), "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert [(f["path"], f["rule"]) for f in report["findings"] if f["severity"] == "refuse"] == [
+        ("pytorch_model.bin", "pickle-unsafe-global")]
+    assert "os.system" in report["findings"][0]["message"] or "os.system" in json.dumps(report["findings"])
+
+
+def test_hole_3_duplicate_key_tokenizer_config_with_remote_code_is_refused(tmp_path):
+    """Issue 10, hole 3: a duplicate key made tokenizer_config.json "text", so auto_map went unseen."""
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "config.json").write_text('{"model_type": "llama"}')
+    (d / "tokenizer_config.json").write_text('{"auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", null]}, "x": 1, "x": 2}')
+    (d / "evil.py").write_text("import os\n")
+    result = run_guard("inspect", str(d), "--json")
+    assert result.returncode == 1, result.stderr
+    refused = sorted((f["path"], f["rule"]) for f in json.loads(result.stdout)["findings"] if f["severity"] == "refuse")
+    assert refused == [("tokenizer_config.json", "json-duplicate-key"), ("tokenizer_config.json", "remote-code-auto-map")]

@@ -64,14 +64,70 @@ def test_get_tensor_names_filter_and_device(tiny_model_dir):
         md.get_tensor("nope")
 
 
-def test_reading_a_file_changed_after_validation_is_refused(tmp_path, tiny_model_dir):
+def _validated_copy(tmp_path, tiny_model_dir):
     d = tmp_path / "m"
     shutil.copytree(tiny_model_dir("llama"), d)
-    md = open_model_dir(d)
-    with open(d / "model.safetensors", "ab") as f:
-        f.write(b"\0" * 8)
+    return d, open_model_dir(d), d / "model.safetensors"
+
+
+def _one_byte_flipped(path) -> bytes:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # a tensor byte: the header, and so the validated layout, stay the same
+    return bytes(data)
+
+
+def _assert_refused_as_changed(md) -> None:
     with pytest.raises(InputError) as exc:
-        next(md.iter_tensors())
+        for _ in md.iter_tensors():
+            pass
+    assert exc.value.rule == "file-changed"
+
+
+# Issue 10, hole 4: size and mtime do not identify a file. Every change below keeps both.
+def test_same_size_file_with_mtime_set_back_renamed_over_the_original_is_refused(tmp_path, tiny_model_dir):
+    d, md, shard = _validated_copy(tmp_path, tiny_model_dir)
+    before = shard.stat()
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(_one_byte_flipped(shard))
+    os.utime(evil, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(evil, shard)
+    assert (shard.stat().st_size, shard.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    _assert_refused_as_changed(md)
+
+
+def test_in_place_rewrite_with_mtime_set_back_is_refused(tmp_path, tiny_model_dir):
+    d, md, shard = _validated_copy(tmp_path, tiny_model_dir)
+    before = shard.stat()
+    flipped = _one_byte_flipped(shard)
+    with open(shard, "r+b") as f:
+        f.write(flipped)
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (shard.stat().st_ino, shard.stat().st_size, shard.stat().st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns)
+    _assert_refused_as_changed(md)
+
+
+def test_shard_replaced_by_a_symlink_to_an_identical_copy_is_refused(tmp_path, tiny_model_dir):
+    d, md, shard = _validated_copy(tmp_path, tiny_model_dir)
+    elsewhere = tmp_path / "elsewhere.safetensors"
+    shutil.copy2(shard, elsewhere)
+    shard.unlink()
+    shard.symlink_to(elsewhere)
+    _assert_refused_as_changed(md)
+
+
+def test_write_while_tensors_are_read_is_refused(tmp_path, tiny_model_dir):
+    """A change made after one tensor was read is caught before the next is handed out."""
+    d, md, shard = _validated_copy(tmp_path, tiny_model_dir)
+    tensors = md.iter_tensors()
+    next(tensors)
+    before = shard.stat()
+    with open(shard, "r+b") as f:
+        f.write(_one_byte_flipped(shard))
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(InputError) as exc:
+        for _ in tensors:
+            pass
     assert exc.value.rule == "file-changed"
 
 

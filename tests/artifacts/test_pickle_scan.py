@@ -42,6 +42,9 @@ EXPECTED = {
     "nested-loads": {"pickle.loads"},
     "broken-after-payload": {"builtins.open"},
     "stacked-legacy": {"builtins.open"},
+    "pop-mark-text": {"builtins.open"},
+    "strtol-int-text": {"builtins.open"},
+    "frame-dropped-line": {"builtins.open", "Xbuiltins.open"},  # the file reading and the bytes reading
 }
 
 
@@ -67,15 +70,46 @@ def test_dynamic_stack_global_name_is_unsafe():
     assert "<dynamic>" in scan.unsafe_globals
 
 
-@pytest.mark.parametrize("text", [b"hello world\n", b"cat\ndog\nfish\n", b"[PAD]\n[UNK]\n", b"N.\nmore text\n", b"# README\n"])
+@pytest.mark.parametrize("text", [b"hello world\n", b"dog\ncat\nfish\n", b"[PAD]\n[UNK]\n", b"N.\nmore text\n", b"# README\n"])
 def test_ordinary_text_is_not_a_pickle(text):
     assert not scan_pickle_bytes(text).is_pickle
 
 
-def test_budget_stops_the_walk_without_reading_huge_arguments():
+def test_text_that_cpython_would_import_from_is_a_pickle():
+    # 'c' is GLOBAL: pickle.loads(b"cat\ndog\n...") calls find_class("at", "dog"), i.e. imports a module.
+    scan = scan_pickle_bytes(b"cat\ndog\nfish\n")
+    assert scan.is_pickle and scan.globals == ("at.dog",)
+
+
+# Issue 10, hole 1: protocol-0 pickles the old walk filed as text, each CPython runs (see the differential test).
+HOLE_1 = {
+    "pop-of-mark": (b"(0cos\nsystem\n(S'echo pwned'\ntR.", "os.system"),
+    "strtol-hex-int": (b"I0x1\n0cos\nsystem\n(S'echo pwned'\ntR.", "os.system"),
+    "strtol-octal-int": (b"I010\n0cos\nsystem\n(S'echo pwned'\ntR.", "os.system"),
+    "int-with-nul": (b"I1\x00zz\n0cos\nsystem\n(S'echo pwned'\ntR.", "os.system"),
+    "long-underscores": (b"L1_0L\n0cos\nsystem\n(S'echo pwned'\ntR.", "os.system"),
+    "padded-memo-index": (b"Np 7 \n0g7\n0cos\nsystem\n(S'echo pwned'\ntR.", "os.system"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOLE_1))
+def test_hole_1_protocol0_payloads_are_pickles(name):
+    data, global_name = HOLE_1[name]
+    scan = scan_pickle_bytes(data)
+    assert scan.is_pickle and global_name in scan.unsafe_globals and scan.calls == 1
+
+
+def test_huge_declared_length_fails_like_cpython_without_reading_it():
     huge_claim = pp.proto(4) + b"\x8e" + (2**62).to_bytes(8, "little") + b"x" * 10  # BINBYTES8 claiming 4 EiB
     scan = scan_pickle_bytes(huge_claim, budget=1 << 20)
-    assert scan.truncated and scan.is_pickle
+    assert not scan.truncated and "truncated" in scan.error and scan.consumed < 64
+    assert not scan.is_pickle  # it breaks before doing anything (as a file it is an unknown binary: refused)
+
+
+def test_a_valid_stream_longer_than_the_budget_is_a_pickle():
+    data = b"N" + b"0N" * 100_000 + b"."  # 200 KB of valid pushes and pops before STOP
+    scan = scan_pickle_bytes(data, budget=4096)
+    assert scan.truncated and scan.is_pickle and scan.consumed <= 4096
 
 
 def test_safe_globals_exclude_every_resolver():

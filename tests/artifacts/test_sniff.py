@@ -52,6 +52,14 @@ CASES = [
     ("latin1.txt", "caf\u00e9".encode("latin-1") + b"\x00\x01", "unknown", "refuse"),
     ("payload.txt", pp.protocol0_text("/nonexistent/m"), "pickle", "refuse"),
     ("zip.safetensors", pp.torch_zip(pp.direct_global("/nonexistent/m")), "zip", "refuse"),
+    # Issue 10, hole 1: pickles the old walk filed as text, and weights names holding anything but safetensors.
+    ("pytorch_model.bin", b"(0cos\nsystem\n(S'echo pwned'\ntR.", "pickle", "refuse"),
+    ("strtol.txt", pp.strtol_int_text("/nonexistent/m"), "pickle", "refuse"),
+    ("frame.md", pp.frame_dropped_line("/nonexistent/m"), "pickle", "refuse"),
+    ("notes.bin", b"hello\n", "text", "refuse"),
+    ("optimizer.pt", b'{"state": {}}', "json", "refuse"),
+    ("flax_model.msgpack", bytes(range(256)) * 2, "unknown", "refuse"),
+    ("trailing.npy", _npy(np.zeros(3, dtype=np.float32)) + b"more", "numpy", "refuse"),
 ]
 
 
@@ -68,6 +76,27 @@ def test_auto_map_in_any_json_is_refused_as_remote_code(tmp_path):
     assert s.kind == "json"
     assert [(f.severity, f.rule) for f in s.findings] == [("refuse", "remote-code-auto-map")]
     assert "tok.MyTok" in s.findings[0].message
+
+
+# Issue 10, hole 3: JSON that dodged the remote-code check.
+def test_duplicate_key_json_is_refused_and_still_checked_for_remote_code(tmp_path):
+    s = sniff(tmp_path, "tokenizer_config.json", b'{"auto_map": {"AutoTokenizer": "evil.Tok"}, "x": 1, "x": 2}')
+    assert s.kind == "json"
+    assert sorted((f.severity, f.rule) for f in s.findings) == [("refuse", "json-duplicate-key"),
+                                                                 ("refuse", "remote-code-auto-map")]
+
+
+def test_json_over_the_cap_is_refused_not_skipped(tmp_path):
+    (tmp_path / "config.json").write_bytes(b'{"auto_map": {"AutoModel": "evil.M"}, "pad": "' + b"x" * 4096 + b'"}')
+    s = sniff_file(tmp_path, "config.json", policy=ReadPolicy(max_json_bytes=1024))
+    assert [(f.severity, f.rule) for f in s.findings] == [("refuse", "json-too-large")]
+
+
+def test_nested_auto_map_and_custom_pipelines_are_remote_code(tmp_path):
+    nested = sniff(tmp_path, "processor_config.json", json.dumps({"image": {"auto_map": {"A": "x.Y"}}}).encode())
+    pipes = sniff(tmp_path, "config.json", json.dumps({"custom_pipelines": {"t": {"impl": "p.P"}}}).encode())
+    assert [f.rule for f in nested.findings] == ["remote-code-auto-map"]
+    assert [f.rule for f in pipes.findings] == ["remote-code-custom-pipeline"]
 
 
 def test_malformed_json_file_is_text_with_a_warning(tmp_path):

@@ -266,6 +266,10 @@ def test_figure_pipeline_runs_on_a_tiny_setup(tmp_path):
     text = markdown(results)
     assert "## Unmergeability" in text and "## Attacks" in text and "tiny stand-in" in text
     assert "variants at bound 8" in text and "clean expert's own head" in text
+    for row in results["sweep"]:  # the tables carry the measured figures, not just the headings
+        locked = row["cells"]["default@8"]
+        cell = f"{100 * locked['acc']:.1f}% ({100 * locked['retained']:.1f}%)"
+        assert f"| {row['method']} | {row['protected_task']} |" in text and cell in text, (row, cell)
 
 
 def test_lock_breaks_a_merge_on_the_lm_zoo(small_zoo):
@@ -313,3 +317,7 @@ def test_figure_pipeline_on_the_lm_zoo(small_zoo):
         assert row["aga_retained"] >= 0.5 and row["circuit_retained"] >= 0.5 and "aga_general_retained" in row
     text = markdown(results)
     assert "no chance level" in text and "Token accuracy" in text and "general QK fit" in text
+    for row in results["sweep"]:  # the tables carry the measured figures, not just the headings
+        locked = row["cells"]["default@8"]
+        cell = f"{100 * locked['acc']:.1f}% ({100 * locked['retained']:.1f}%)"
+        assert f"| {row['method']} | {row['protected_task']} |" in text and cell in text, (row, cell)

@@ -84,3 +84,18 @@ def test_detect_model_dir_not_applicable(tmp_path):
     (src / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match="not supported by MergeLock"):
         detect_model_dir(open_model_dir(src))
+
+
+def test_real_fine_tunes_are_not_flagged_and_their_protected_copies_are(small_zoo, run_key):
+    """The tests above stand Gaussian noise in for a fine-tune, which moves every weight alike and so cannot
+    show a false positive on a real one (issue 10). The zoo's LM experts are real fine-tunes of its base."""
+    from attacks.restoration.lm_experts import load_lm_zoo_setup
+
+    setup = load_lm_zoo_setup("small")
+    for task, expert in setup.experts.items():
+        clean = detect_with_base(expert, setup.base, config=setup.config)
+        assert not clean.flagged, (task, clean.message)
+        locked = detect_with_base(protect_state(expert, config=setup.config, key=run_key), setup.base,
+                                  config=setup.config)
+        assert locked.flagged, (task, locked.message)
+        assert locked.measurements["attention_distance_median"] > 3 * clean.measurements["attention_distance_median"]

@@ -16,4 +16,8 @@ def test_small_mode_reports_all_figures(tmp_path):
                                                        ("blake3", "model_signing"))}
     assert report["model_bytes"] == 8 * 1024 * 1024 + len('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
     assert report["guard_verify_imports_torch"] is False
+    assert set(report["peak_rss_mb"]) == set(report["median_cpu_seconds"]) == expected - {"hashlib sha256 2 threads"}
+    # The RSS figures are each command's own (os.wait4): a Python process holding cryptography, not the harness.
+    assert all(20 < mb < 300 for mb in report["peak_rss_mb"].values()), report["peak_rss_mb"]
+    assert report["guard_peak_rss_mb"] == max(v for k, v in report["peak_rss_mb"].items() if k.startswith("guard"))
     assert list(tmp_path.iterdir()) == []  # the temp model is deleted

@@ -47,3 +47,16 @@ def test_truncated_fixture_bundle_fails(oms_fixtures, tmp_path):
     sig.write_bytes(data[: len(data) // 2])
     with pytest.raises(VerificationError, match="bundle unreadable"):
         read_bundle(sig)
+
+
+def test_signature_write_is_durable_file_and_directory(model_copy, keypair, monkeypatch):
+    """Issue 10, hole 6: bundle writes did not fsync the directory, so the rename could be lost on a crash."""
+    from guard.signing import load_signer, sign_model
+    from tests.helpers import record_fsyncs
+    from tests.signing.conftest import PASSPHRASE
+
+    signer = load_signer(key=keypair[1], key_passphrase=PASSPHRASE)
+    synced = record_fsyncs(monkeypatch)
+    signature = sign_model(model_copy, signer=signer)
+    assert ("file", signature.stat().st_ino) in synced
+    assert synced[-1] == ("dir", model_copy.stat().st_ino)  # after the rename, the directory entry is made durable

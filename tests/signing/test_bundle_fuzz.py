@@ -1,9 +1,14 @@
-"""Mutated signature files never escape as tracebacks: they verify (harmless edits) or fail with a GuardError."""
+"""Mutated signature files never escape as tracebacks, and never verify unless the edit changed nothing.
+
+A mutated bundle that still verifies must parse to the same JSON document as the original (only JSON
+whitespace changed): any other edit that verifies would mean guard ignored part of what it was given.
+"""
 
 from __future__ import annotations
 
 import shutil
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,12 +31,33 @@ def _mutate(data: bytes, edits, cut) -> bytes:
     return bytes(out)
 
 
+def _same_document(a: bytes, b: bytes) -> bool:
+    """Equal as JSON, except that a keyless bundle's RFC 3161 timestamps may differ: sigstore-python skips a
+    timestamp that does not verify when the Rekor integrated time already meets its threshold (docs/signing.md)."""
+    import json
+
+    def document(raw: bytes):
+        doc = json.loads(raw)
+        material = doc.get("verificationMaterial") if isinstance(doc, dict) else None
+        if isinstance(material, dict) and "certificate" in material:
+            material.pop("timestampVerificationData", None)
+        return doc
+
+    try:
+        return document(a) == document(b)
+    except (ValueError, AttributeError):
+        return False
+
+
 def _check(model, sig, original: bytes, edits, cut, verifier) -> None:
-    sig.write_bytes(_mutate(original, edits, cut))
+    mutated = _mutate(original, edits, cut)
+    sig.write_bytes(mutated)
     try:
         verify_model(model, signature=sig, verifier=verifier)
     except GuardError as exc:
         assert exc.exit_code in (1, 2)
+    else:
+        assert mutated == original or _same_document(mutated, original), (edits, cut)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -110,3 +136,62 @@ def test_flipped_byte_inside_a_decoded_field(oms_fixtures, tmp_path, which, fiel
         # Only sigstore-python's timestamp handling tolerates an edit: an RFC 3161 timestamp that does not
         # verify is skipped because the Rekor integrated time already satisfies the threshold (docs/signing.md).
         assert which == "sigstore" and "rfc3161Timestamps" in path, path
+
+
+# Edits the byte-level fuzzing found verifying (or crashing) before the bundle parser became strict.
+@pytest.mark.parametrize("edit", ["rename-keyid", "keyid-value", "rename-tlog-entries", "rename-hint", "extra-field",
+                                  "non-canonical-base64", "duplicate-key"])
+def test_bundle_edits_that_change_the_document_never_verify(oms_fixtures, tmp_path, edit):
+    import base64
+    import json
+
+    text = (oms_fixtures / "elliptic-key" / "model.sig").read_text()
+    doc = json.loads(text)
+    sig = doc["dsseEnvelope"]["signatures"][0]
+    if edit == "rename-keyid":
+        sig["kfyid"] = sig.pop("keyid")
+    elif edit == "keyid-value":
+        sig["keyid"] = "1"
+    elif edit == "rename-tlog-entries":
+        doc["verificationMaterial"]["tlogEntriez"] = doc["verificationMaterial"].pop("tlogEntries")
+    elif edit == "rename-hint":
+        doc["verificationMaterial"]["publicKey"] = {"}int": doc["verificationMaterial"]["publicKey"]["hint"]}
+    elif edit == "extra-field":
+        doc["messageSignature"] = {}
+    elif edit == "non-canonical-base64":
+        raw = base64.b64decode(sig["sig"])
+        canonical = base64.b64encode(raw).decode()
+        assert canonical.endswith("=")  # a padded encoding has bits the decoder ignores
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        last = canonical.rstrip("=")[-1]
+        twin = next(c for c in alphabet if c != last and base64.b64decode(canonical.rstrip("=")[:-1] + c
+                                                                          + "=" * canonical.count("=")) == raw)
+        sig["sig"] = canonical.rstrip("=")[:-1] + twin + "=" * canonical.count("=")
+    text = json.dumps(doc)
+    if edit == "duplicate-key":
+        text = text.replace('"mediaType":', '"mediaType": "x", "mediaType":', 1)
+    model = tmp_path / "model"
+    shutil.copytree(oms_fixtures / "elliptic-key", model)
+    (tmp_path / "edited.sig").write_text(text)
+    verifier = load_verifier(public_key=oms_fixtures / "keys" / "signing-key-pub.pem")
+    with pytest.raises(GuardError) as info:
+        verify_model(model, signature=tmp_path / "edited.sig", verifier=verifier, ignore_paths=["ignore-me"])
+    assert info.value.exit_code == 1
+
+
+def test_certificate_with_an_invalid_x509_version_is_a_failed_verification(oms_fixtures, tmp_path):
+    import base64
+    import json
+
+    doc = json.loads((oms_fixtures / "certificate" / "model.sig").read_text())
+    leaf = bytearray(base64.b64decode(doc["verificationMaterial"]["x509CertificateChain"]["certificates"][0]["rawBytes"]))
+    version = leaf.index(b"\xa0\x03\x02\x01\x02")  # [0] EXPLICIT INTEGER 2 (v3)
+    leaf[version + 4] = 122
+    doc["verificationMaterial"]["x509CertificateChain"]["certificates"][0]["rawBytes"] = base64.b64encode(leaf).decode()
+    model = tmp_path / "model"
+    shutil.copytree(oms_fixtures / "certificate", model)
+    (tmp_path / "edited.sig").write_text(json.dumps(doc))
+    with pytest.raises(GuardError) as info:
+        verify_model(model, signature=tmp_path / "edited.sig", ignore_paths=["ignore-me"],
+                     verifier=load_verifier(certificate_chain=[oms_fixtures / "keys" / "ca-cert.pem"]))
+    assert info.value.exit_code == 1

@@ -64,7 +64,7 @@ def test_sign_with_blake3_shards_and_custom_passphrase_variable(cli_keys, model_
 
 @pytest.mark.parametrize("args, code, needle", [
     (["verify", "{model}", "--key", "{pub}", "--signature", "{model}/nope.sig"], 2, "no such signature file"),
-    (["verify", "{model}/missing", "--key", "{pub}"], 2, "no such model directory"),
+    (["verify", "{model}/missing", "--key", "{pub}"], 2, "no such model file or directory"),
     (["verify", "{model}", "--key", "{pub}", "--identity", "a@b"], 2, "exactly one verification method"),
     (["verify", "{model}"], 2, "exactly one verification method"),
     (["verify", "{model}", "--identity", "a@b"], 2, "both --identity and --issuer"),

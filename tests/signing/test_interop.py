@@ -135,3 +135,59 @@ def test_guard_default_signature_verifies_with_the_model_signing_cli(model_copy,
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (model_copy / "config.json").write_text("{}")
     assert subprocess.run(cli, capture_output=True, text=True).returncode != 0
+
+
+# Issue 10, hole 7: OMS signs single files too (the model path is a file; the manifest names it ".").
+@pytest.fixture
+def single_file(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(b"single-file model " * 1000)
+    return path
+
+
+@pytest.mark.parametrize("configure", ["files", "shards"])
+def test_model_signing_single_file_signature_verifies_with_guard(single_file, keypair, tmp_path, configure):
+    import subprocess
+    import sys
+
+    key, _, pub = keypair
+    sig = tmp_path / "ms.sig"
+    config = ms.signing.Config().use_elliptic_key_signer(private_key=_plain_key(key, tmp_path / "plain.key"))
+    if configure == "shards":
+        config = config.set_hashing_config(ms.hashing.Config().use_shard_serialization(shard_size=64 * 1024))
+    config.sign(single_file, sig)
+    result = verify_model(single_file, signature=sig, verifier=load_verifier(public_key=pub))
+    assert result.files == (".",) and result.total_bytes == single_file.stat().st_size
+    cli = [sys.executable, "-m", "guard", "verify", str(single_file), "--signature", str(sig), "--key", str(pub)]
+    proc = subprocess.run(cli, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    single_file.write_bytes(single_file.read_bytes()[:-1] + b"!")
+    with pytest.raises(VerificationError, match="digest mismatch"):
+        verify_model(single_file, signature=sig, verifier=load_verifier(public_key=pub))
+    assert subprocess.run(cli, capture_output=True, text=True).returncode == 1
+
+
+def test_guard_single_file_signature_verifies_with_model_signing(single_file, keypair, tmp_path):
+    import subprocess
+    import sys
+
+    _, key, pub = keypair
+    sig = sign_model(single_file, signer=load_signer(key=key, key_passphrase=PASSPHRASE))
+    assert sig == single_file.with_name(single_file.name + ".sig")
+    _ms_key_verifier(pub).verify(single_file, sig)
+    cli = [sys.executable, "-m", "model_signing", "verify", "key", str(single_file), "--signature", str(sig),
+           "--public_key", str(pub)]
+    proc = subprocess.run(cli, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert verify_model(single_file, verifier=load_verifier(public_key=pub)).files == (".",)
+
+
+def test_a_directory_signature_does_not_verify_a_file_and_back(single_file, model_copy, keypair):
+    _, key, pub = keypair
+    signer = load_signer(key=key, key_passphrase=PASSPHRASE)
+    dir_sig = sign_model(model_copy, signer=signer)
+    file_sig = sign_model(single_file, signer=signer)
+    with pytest.raises(VerificationError):
+        verify_model(single_file, signature=dir_sig, verifier=load_verifier(public_key=pub))
+    with pytest.raises(VerificationError):
+        verify_model(model_copy, signature=file_sig, verifier=load_verifier(public_key=pub))

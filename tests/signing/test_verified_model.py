@@ -55,3 +55,61 @@ def test_tampered_before_loading_is_refused_and_nothing_is_left(signed, keypair,
         with open_verified_model(signed, verifier=load_verifier(public_key=keypair[2]), staging_dir=staging):
             raise AssertionError("a tampered model must not be opened")
     assert list(staging.iterdir()) == []
+
+
+def test_single_file_model_is_staged_as_a_directory_holding_it(tmp_path, keypair):
+    weights = tmp_path / "weights.safetensors"
+    save_file({"w": np.arange(12, dtype=np.float32).reshape(3, 4)}, str(weights), metadata={"format": "pt"})
+    signature = sign_model(weights, signer=load_signer(key=keypair[1], key_passphrase=PASSPHRASE))
+    with open_verified_model(weights, signature=signature, verifier=load_verifier(public_key=keypair[2])) as model:
+        assert [f.relpath for f in model.files] == ["weights.safetensors"]
+        np.testing.assert_array_equal(model.get_tensor("w").numpy(), np.arange(12, dtype=np.float32).reshape(3, 4))
+        assert model.verification.files == (".",)
+
+
+def _big_signed(tmp_path, keypair):
+    model = tmp_path / "big"
+    model.mkdir()
+    save_file({"w": np.arange(64 * 1024, dtype=np.float32)}, str(model / "model.safetensors"), metadata={"format": "pt"})
+    sign_model(model, signer=load_signer(key=keypair[1], key_passphrase=PASSPHRASE))
+    return model
+
+
+@pytest.mark.parametrize("how", ["renamed-over", "rewritten-in-place"])
+def test_file_swapped_during_verification_never_reaches_a_tensor(tmp_path, keypair, monkeypatch, how):
+    """The swap lands between two reads of the file being hashed (the tests before swapped only after the
+    copy had finished). Renamed over: the open file is the original, so the original is what verifies and
+    loads. Rewritten in place: what was read no longer matches the signature, so nothing loads."""
+    import guard.signing.hashing as hashing
+
+    model = _big_signed(tmp_path, keypair)
+    shard = model / "model.safetensors"
+    original = load_file(str(shard))["w"]
+    evil = tmp_path / "evil.safetensors"
+    save_file({"w": np.full(64 * 1024, 666.0, dtype=np.float32)}, str(evil), metadata={"format": "pt"})
+    monkeypatch.setattr(hashing, "READ_CHUNK", 4096)
+    shard_inode = shard.stat().st_ino
+    real_preadv = os.preadv
+    swapped = []
+
+    def preadv_then_swap(fd, buffers, offset):
+        n = real_preadv(fd, buffers, offset)
+        if not swapped and os.fstat(fd).st_ino == shard_inode and offset > 0:
+            swapped.append(offset)
+            if how == "renamed-over":
+                os.replace(evil, shard)
+            else:
+                with open(shard, "r+b") as f:
+                    f.write(evil.read_bytes())
+        return n
+
+    monkeypatch.setattr(os, "preadv", preadv_then_swap)
+    verifier = load_verifier(public_key=keypair[2])
+    if how == "renamed-over":
+        with open_verified_model(model, verifier=verifier) as verified:
+            np.testing.assert_array_equal(verified.get_tensor("w").numpy(), original)
+    else:
+        with pytest.raises(VerificationError, match="digest mismatch model.safetensors"):
+            with open_verified_model(model, verifier=verifier):
+                raise AssertionError("a model changed while it was hashed must not be opened")
+    assert swapped and float(load_file(str(shard))["w"][0]) == 666.0  # the original directory really changed

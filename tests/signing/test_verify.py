@@ -150,10 +150,13 @@ def test_oms_fixture_tampering_is_rejected(oms_fixtures, tmp_path, fixture_dir, 
         verify_model(model, signature=model / "model.sig", verifier=verifier)
 
 
-@pytest.mark.parametrize("legacy_encoding", [False, True])
-def test_legacy_v02_signature_verifies(signed_copy, keypair, legacy_encoding):
+def _write_legacy_bundle(model, private, *, legacy_encoding: bool, hash_name: str | None = None) -> list[str]:
+    """A model_signing 0.2-style signature: v0.2 predicate (one subject per file), optionally its PAE."""
     import hashlib
     import json
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     from guard.signing import keys
     from guard.signing.bundle import bundle_text
@@ -162,16 +165,42 @@ def test_legacy_v02_signature_verifies(signed_copy, keypair, legacy_encoding):
 
     names = ["config.json", "model.safetensors", "tokenizer/vocab.txt"]
     statement = {"_type": "https://in-toto.io/Statement/v1", "predicateType": LEGACY_PREDICATE_TYPE,
-                 "subject": [{"name": n, "digest": {"sha256": hashlib.sha256((signed_copy / n).read_bytes()).hexdigest()}}
+                 "subject": [{"name": n, "digest": {"sha256": hashlib.sha256((model / n).read_bytes()).hexdigest()}}
                              for n in names], "predicate": {}}
     payload = json.dumps(statement).encode()
-    private = keypair[0]
     encoded = (pae_legacy if legacy_encoding else pae)(payload)
-    sig = private.sign(encoded, keys.ecdsa_algorithm(private.public_key()))
+    algorithm = ec.ECDSA(hashes.SHA256()) if hash_name == "sha256" else keys.ecdsa_algorithm(private.public_key())
+    sig = private.sign(encoded, algorithm)
     material = {"publicKey": {"hint": keys.key_hint(private.public_key())}, "tlogEntries": []}
-    (signed_copy / "model.sig").write_text(bundle_text(Envelope(payload, PAYLOAD_TYPE, (sig,)), material))
-    result = verify_model(signed_copy, verifier=load_verifier(public_key=keypair[2]))
+    (model / "model.sig").write_text(bundle_text(Envelope(payload, PAYLOAD_TYPE, (sig,)), material))
+    return names
+
+
+# Issue 10, hole 6: model_signing 0.2's legacy forms were accepted by default.
+@pytest.mark.parametrize("legacy_encoding", [False, True])
+def test_legacy_v02_signature_verifies_only_with_allow_legacy(signed_copy, keypair, legacy_encoding):
+    names = _write_legacy_bundle(signed_copy, keypair[0], legacy_encoding=legacy_encoding)
+    with pytest.raises(VerificationError, match="--allow-legacy"):
+        verify_model(signed_copy, verifier=load_verifier(public_key=keypair[2]))
+    result = verify_model(signed_copy, verifier=load_verifier(public_key=keypair[2], allow_legacy=True))
     assert result.legacy_predicate and result.files == tuple(names)
+
+
+def test_sha256_with_a_p384_key_verifies_only_with_allow_legacy(signed_copy, other_keypair):
+    _write_legacy_bundle(signed_copy, other_keypair[0], legacy_encoding=True, hash_name="sha256")
+    with pytest.raises(VerificationError, match="--allow-legacy"):
+        verify_model(signed_copy, verifier=load_verifier(public_key=other_keypair[2]))
+    assert verify_model(signed_copy, verifier=load_verifier(public_key=other_keypair[2], allow_legacy=True))
+
+
+def test_allow_legacy_on_the_command_line(signed_copy, keypair):
+    from tests.helpers import run_guard
+
+    _write_legacy_bundle(signed_copy, keypair[0], legacy_encoding=True)
+    refused = run_guard("verify", signed_copy, "--key", keypair[2])
+    assert refused.returncode == 1 and "--allow-legacy" in refused.stderr
+    accepted = run_guard("verify", signed_copy, "--key", keypair[2], "--allow-legacy")
+    assert accepted.returncode == 0, accepted.stderr
 
 
 def test_legacy_encoding_cannot_carry_a_current_statement(signed_copy, keypair):
@@ -187,4 +216,4 @@ def test_legacy_encoding_cannot_carry_a_current_statement(signed_copy, keypair):
     doc["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(sig).decode()
     (signed_copy / "model.sig").write_text(json.dumps(doc))
     with pytest.raises(VerificationError, match="legacy DSSE encoding"):
-        verify_model(signed_copy, verifier=load_verifier(public_key=keypair[2]))
+        verify_model(signed_copy, verifier=load_verifier(public_key=keypair[2], allow_legacy=True))
