@@ -33,7 +33,7 @@ from attacks.restoration.aga import aga_restore
 from attacks.restoration.circuits import circuit_merge
 from attacks.restoration.experts import MergeSetup, load_setup, load_zoo_setup
 from attacks.restoration.lm_experts import load_lm_zoo_setup
-from attacks.restoration.stream import restore_stream
+from attacks.restoration.stream import estimate_stream_map, restore_stream
 from guard.errors import InputError
 from guard.lock.detect import detect_with_base, detect_without_base
 from guard.lock.keys import LockKey
@@ -95,6 +95,24 @@ def residual_form(setup: MergeSetup, variant: str) -> str:
     return "none" if plan.residual is None else plan.residual.form
 
 
+def stream_recovery(locked, setup: MergeSetup, form: str) -> dict | None:
+    """How well Procrustes against the base recovers the lock's residual transform (the attacker does not
+    see the key; we compare with the transform the figure key derives): the share of stream dims sent
+    to the right place with the right sign, and the largest entry error of the matrix."""
+    if form == "none":
+        return None
+    from guard.lock.residual import derive_residual
+
+    plan = plan_lock(setup.base.keys(), setup.config, residual="rotation" if form == "rotation" else "permutation")
+    truth = derive_residual(FIGURE_KEY, dim=plan.residual.dim, form=form,
+                            layer_norm=plan.residual.layout.norm_kind == "layer")
+    guess = estimate_stream_map(locked, setup.base, config=setup.config, form=form)
+    if form == "rotation":
+        return {"max_abs_error": float(abs(guess.matrix - truth.matrix).max())}
+    right = (guess.perm == truth.perm) & (guess.signs == truth.signs)
+    return {"dims_recovered": float(right.mean())}
+
+
 def run(*, setup: MergeSetup | None = None, bounds=BOUNDS, attack_bounds=ATTACK_BOUNDS,
         variants=tuple(VARIANTS)) -> dict:
     # One thread: these are many small solves/SVDs, which multi-threaded kernels make far slower (up to 60x
@@ -128,6 +146,7 @@ def run(*, setup: MergeSetup | None = None, bounds=BOUNDS, attack_bounds=ATTACK_
     per_task = {}
     for t in tasks:
         locked = protected[("default", DEFAULT_BOUND, t)]
+        stream = stream_recovery(locked, setup, form)
         with_base = detect_with_base(locked, setup.base, config=config)
         clean_detect = detect_with_base(experts[t], setup.base, config=config)
         per_task[t] = {
@@ -148,6 +167,7 @@ def run(*, setup: MergeSetup | None = None, bounds=BOUNDS, attack_bounds=ATTACK_
             "flagged_with_base": with_base.flagged, "flagged_clean": clean_detect.flagged,
             "ov_imbalance_clean": detect_without_base(experts[t], config=config).measurements["ov_imbalance_median"],
             "ov_imbalance_locked": detect_without_base(locked, config=config).measurements["ov_imbalance_median"],
+            "stream_recovery": stream,
         }
 
     sweep, attacks = [], []
@@ -311,6 +331,13 @@ def markdown(results: dict, *, command: str = "python -m attacks.restoration.run
             f"| {r['bound']:g} | {r['method']} | {r['protected_task']} | {_pct(r['clean_merge'])} | {locked} | "
             f"{aga} | {_pct(r['circuit_clean_merge'])} / "
             f"{_pct(r['circuit_locked_merge'])} ({_pct(r['circuit_retained'])}) |")
+    recovered = [v["stream_recovery"] for v in results["per_task"].values() if v.get("stream_recovery")]
+    if recovered:
+        lines += ["", "Procrustes against the base recovers the residual transform (`" + forms["default"] + "`): "
+                  + "; ".join(f"{t}: " + (f"{100 * v['stream_recovery']['dims_recovered']:.1f}% of the dims"
+                                          if "dims_recovered" in v["stream_recovery"]
+                                          else f"max entry error {v['stream_recovery']['max_abs_error']:.3g}")
+                              for t, v in results["per_task"].items() if v.get("stream_recovery")) + "."]
     lines += ["", "AGA's recovery of the attention task vector after the full attack (cosine with the true tau; "
                   "error / ||tau||):", ""]
     for t, v in results["per_task"].items():

@@ -313,6 +313,8 @@ def test_figure_pipeline_on_the_lm_zoo(small_zoo):
         for cell in ("default@8", "no-residual@8"):  # the unmergeability goal on a two-expert merge
             assert row["cells"][cell]["retained"] <= 0.05
         assert row["secondary"]["locked"] < row["secondary"]["base"] < row["secondary"]["clean_merge"]
+    # Procrustes and unit matching against the base find the signed permutation of the stream exactly.
+    assert all(v["stream_recovery"]["dims_recovered"] == 1.0 for v in results["per_task"].values())
     for row in results["attacks"]:  # Procrustes + AGA, and circuit merging after Procrustes, restore the merge
         assert row["aga_retained"] >= 0.5 and row["circuit_retained"] >= 0.5 and "aga_general_retained" in row
     text = markdown(results)
