@@ -1,9 +1,10 @@
 """Atomic, durable output: the one way guard writes a file or a directory that others will read.
 
 A file goes to a temp file in its target's directory, is fsynced, renamed over the target, and the
-directory is fsynced so the rename itself survives a crash. A directory is built in a hidden sibling
-(`.NAME.tmp-*`), every file and directory in it is fsynced, it is renamed into place, and the parent is
-fsynced. Until that final rename a reader sees the old state (or nothing); after it, the complete new
+directory is fsynced so the rename itself survives a crash. A directory is built under a hidden 0700
+sibling (`.NAME.tmp-*/NAME`: the staging directory already has its final name, so what names a model
+by its directory, such as an OMS signature's subject, sees the final name), every file and directory
+in it is fsynced, it is renamed into place, and the parent is fsynced. Until that final rename a reader sees the old state (or nothing); after it, the complete new
 one. On an exception the temp file or directory is removed; if the process dies, only a hidden temp
 sibling is left, never a partial target.
 """
@@ -48,23 +49,25 @@ def atomic_directory(out_dir: str | os.PathLike, *, overwrite: bool = False) -> 
     out = pathlib.Path(out_dir)
     _check_target(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    holder = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # 0700: private
+    staging = holder / out.name
     try:
+        staging.mkdir()  # an ordinary directory (umask), reachable only through the private holder until renamed
         yield staging
         fsync_tree(staging)
         _check_target(out, overwrite)
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the result is an ordinary directory
+        old = holder / ".old"
         if out.exists() or out.is_symlink():
-            old = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rename(out, old / "old")
+            os.rename(out, old)  # removed with the holder below, once the new tree is in place
+        try:
             os.rename(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, out)
+        except BaseException:
+            if old.exists() or old.is_symlink():
+                os.rename(old, out)  # put the previous output back
+            raise
         fsync_dir(out.parent)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(holder, ignore_errors=True)
 
 
 def _check_target(out: pathlib.Path, overwrite: bool) -> None:
@@ -90,9 +93,3 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

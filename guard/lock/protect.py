@@ -16,7 +16,6 @@ import gc
 import os
 import pathlib
 import shutil
-import tempfile
 import time
 from typing import Any
 
@@ -141,78 +140,71 @@ def _rewrite(model, out, *, plan: LockPlan, key: RunKey, bound: float, inverse: 
     from concurrent.futures import ThreadPoolExecutor
     from concurrent.futures import wait as futures_wait
 
-    from guard.artifacts.atomic import fsync_dir, fsync_tree
+    from guard.artifacts.atomic import atomic_directory, fsync_tree
     from guard.lock.output import LockedShards
 
     out = pathlib.Path(out)
-    if out.exists() or out.is_symlink():
-        raise InputError("output already exists", path=out, rule="output-exists")
     copies = _files_to_copy(model, inverse=inverse)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.guard-lock-", dir=out.parent))
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    # Both halves of the self-check run while the shards are written: the original's forward reads the
-    # input, the candidate's reads each output tensor as soon as it is written (LockedShards.read_back).
-    background = ThreadPoolExecutor(max_workers=3, thread_name_prefix="guard-lock")
-    threads = torch_threads(1)  # the transform workers and both forwards share the cores
-    # The imports (transformers) leave millions of objects that every cyclic collection would walk again
-    # (7.7% of protect's samples on a 1.3 GB model); the stream makes no cycles worth collecting.
-    gc.freeze()
-    gc.disable()
-    try:
-        staged = staging / out.name
-        staged.mkdir()
-        shard_metadata = {} if inverse else {"guard.mergelock": str(VERSION), "guard.lock_key_id": key.key_id}
-        with LockedShards(model, staged, transformed=_unit_of(plan), metadata=shard_metadata) as shards:
-            from guard.lock.streamed import TensorLoader
+    signature = None
+    # The output is built in a private staging directory that already carries OUT's name (so a signature
+    # made there names the final directory), fsynced and renamed into place only once it has passed the
+    # self-check (guard.artifacts.atomic: the one atomic-write helper).
+    with atomic_directory(out) as staged:
+        # Both halves of the self-check run while the shards are written: the original's forward reads the
+        # input, the candidate's reads each output tensor as soon as it is written (LockedShards.read_back).
+        background = ThreadPoolExecutor(max_workers=3, thread_name_prefix="guard-lock")
+        threads = torch_threads(1)  # the transform workers and both forwards share the cores
+        # The imports (transformers) leave millions of objects that every cyclic collection would walk again
+        # (7.7% of protect's samples on a 1.3 GB model); the stream makes no cycles worth collecting.
+        gc.freeze()
+        gc.disable()
+        try:
+            shard_metadata = {} if inverse else {"guard.mergelock": str(VERSION), "guard.lock_key_id": key.key_id}
+            with LockedShards(model, staged, transformed=_unit_of(plan), metadata=shard_metadata) as shards:
+                from guard.lock.streamed import TensorLoader
 
-            # The candidate has the original's names, dtypes and shapes (the output mirrors them); its bytes
-            # are read from the output as each tensor is written.
-            reference, candidate = probe_pair(model, TensorLoader(model, read_bytes=shards.read_back), background)
-            try:
-                _stream(model, shards, plan=plan, key=key, bound=bound, inverse=inverse)
-                shards.finish(model.index)
-            except BaseException:
-                _wait_quietly(candidate, shards)
-                raise
-            for rel in copies:
-                (staged / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(model.root / rel, staged / rel, follow_symlinks=False)
-            seconds["transform"] = time.perf_counter() - started
-            # Flush the written bytes to disk while the candidate's forward finishes reading them.
-            syncing = background.submit(fsync_tree, staged)
-            futures_wait([candidate])  # it reads through the output's descriptors, closed on leaving
-        written = _open_staged(staged)
-        _same_layout(model, written)
-        check = self_check(model, written, reference=reference, candidate=candidate)
-        seconds["selfcheck"] = time.perf_counter() - started - seconds["transform"]
-        require_pass(check, path=model.root)
-        if metadata is not None:
-            metadata = seal({**metadata, "selfcheck": check.as_metadata()}, key)
-            write_lock_file(staged, metadata)
-        signature = None
-        if signer is not None:
-            from guard.signing import sign_model
+                # The candidate has the original's names, dtypes and shapes (the output mirrors them); its
+                # bytes are read from the output as each tensor is written.
+                reference, candidate = probe_pair(model, TensorLoader(model, read_bytes=shards.read_back),
+                                                  background)
+                try:
+                    _stream(model, shards, plan=plan, key=key, bound=bound, inverse=inverse)
+                    shards.finish(model.index)
+                except BaseException:
+                    _wait_quietly(candidate, shards)
+                    raise
+                for rel in copies:
+                    (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(model.root / rel, staged / rel, follow_symlinks=False)
+                seconds["transform"] = time.perf_counter() - started
+                # Flush the written bytes to disk while the candidate's forward finishes reading them.
+                syncing = background.submit(fsync_tree, staged)
+                futures_wait([candidate])  # it reads through the output's descriptors, closed on leaving
+            written = _open_staged(staged)
+            _same_layout(model, written)
+            check = self_check(model, written, reference=reference, candidate=candidate)
+            seconds["selfcheck"] = time.perf_counter() - started - seconds["transform"]
+            require_pass(check, path=model.root)
+            if metadata is not None:
+                metadata = seal({**metadata, "selfcheck": check.as_metadata()}, key)
+                write_lock_file(staged, metadata)
+            if signer is not None:
+                from guard.signing import sign_model
 
-            signature = sign_model(staged, signer=signer)
-        seconds["sign"] = time.perf_counter() - started - seconds["transform"] - seconds["selfcheck"]
-        syncing.result()  # re-raises a failed fsync here
-        fsync_tree(staged)  # the small files written since (lock metadata, signature); the rest is clean
-        seconds["sync"] = time.perf_counter() - started - sum(seconds.values())
-        if out.exists() or out.is_symlink():
-            raise InputError("output appeared while working", path=out, rule="output-exists")
-        staged.chmod(0o777 & ~_umask())  # temp dirs are created 0700; the result is an ordinary directory
-        os.rename(staged, out)
-        fsync_dir(out.parent)
-        signature = None if signature is None else out / signature.name
-    finally:
-        background.shutdown(wait=True)  # no thread outlives the call, even on failure
-        gc.enable()
-        gc.unfreeze()
-        torch_threads(threads)
-        shutil.rmtree(staging, ignore_errors=True)
-    return LockResult(out, metadata or {}, check, signature, seconds)
+                signature = sign_model(staged, signer=signer).name
+            seconds["sign"] = time.perf_counter() - started - seconds["transform"] - seconds["selfcheck"]
+            syncing.result()  # re-raises a failed fsync here
+        finally:
+            background.shutdown(wait=True)  # no thread outlives the call (nor writes into a removed staging)
+            gc.enable()
+            gc.unfreeze()
+            torch_threads(threads)
+        # Leaving the block fsyncs the small files written since (lock metadata, signature; the shards are
+        # clean by now) and renames the staging directory to OUT.
+    seconds["sync"] = time.perf_counter() - started - sum(seconds.values())
+    return LockResult(out, metadata or {}, check, None if signature is None else out / signature, seconds)
 
 
 def torch_threads(count: int) -> int:
@@ -323,8 +315,3 @@ def _stream(model, shards, *, plan: LockPlan, key: RunKey, bound: float, inverse
         while running:
             hand_over(running.popleft())
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

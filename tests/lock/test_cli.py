@@ -6,6 +6,8 @@ import stat
 
 import pytest
 
+from guard.signing.bundle import read_bundle
+from guard.signing.statement import parse_statement
 from tests.helpers import assert_one_line_error, run_guard
 from tests.lock.conftest import save_family
 
@@ -36,6 +38,9 @@ def test_publisher_command_protects_signs_and_verifies(workdir):
     assert summary["mlp_permute"] is True and "hidden units" in summary["mlp"]
     verified = run_guard("verify", out, "--key", workdir / "sign.key.pub")
     assert verified.returncode == 0, verified.stderr
+    # Signed in staging, yet the signature names the published directory (its subject is the model name).
+    statement = parse_statement(read_bundle(out / "model.sig").envelope.payload)
+    assert statement.model_name == "protected"
     restored = run_guard("unlock", out, "--out", workdir / "restored", "--lock-key", workdir / "lock.key",
                          "--verify-key", workdir / "sign.key.pub")
     assert restored.returncode == 0 and "from the verified bytes" in restored.stdout, restored.stderr
