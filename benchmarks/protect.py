@@ -130,19 +130,33 @@ def drop_cache(path: pathlib.Path) -> None:
             os.close(fd)
 
 
+# Each command runs under a small middle process that times it and reports its usage (its only child's:
+# RUSAGE_CHILDREN). Measured straight from here, ru_maxrss would be wrong: Linux carries the forking
+# parent's high-water RSS into the child's ru_maxrss across exec, and this process built the model (GBs),
+# or is a test run's pytest. The middle process is a bare interpreter (about 10 MB).
+_MIDDLE = (
+    "import json, resource, subprocess, sys, time\n"
+    "started = time.perf_counter()\n"
+    "proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "wall = time.perf_counter() - started\n"
+    "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "print(json.dumps({'rc': proc.returncode, 'wall': wall, 'cpu': usage.ru_utime + usage.ru_stime,\n"
+    "                  'rss': usage.ru_maxrss * 1024, 'stdout': proc.stdout, 'stderr': proc.stderr[-2000:]}))\n"
+)
+
+
 def _timed(argv: list[str]) -> dict:
-    """Run argv; wall seconds, CPU seconds (user + sys) and peak RSS of that process (wait4), stdout."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=_ENV, cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    stdout, stderr = proc.stdout.read().decode(), proc.stderr.read().decode()
-    proc.stdout.close()
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{argv[:4]} failed: {stderr[-2000:]}")
-    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_bytes": usage.ru_maxrss * 1024,
-            "stdout": stdout}
+    """Run argv; wall seconds, CPU seconds (user + sys) and peak RSS of that process, stdout."""
+    middle = subprocess.run([sys.executable, "-c", _MIDDLE, *argv], env=_ENV, cwd=_REPO, capture_output=True,
+                            text=True)
+    try:
+        measured = json.loads(middle.stdout)
+    except ValueError:
+        raise RuntimeError(f"{argv[:4]}: no measurement ({middle.stderr[-2000:]})") from None
+    if measured["rc"] != 0:
+        raise RuntimeError(f"{argv[:4]} failed: {measured['stderr']}")
+    return {"seconds": measured["wall"], "cpu_seconds": measured["cpu"], "peak_rss_bytes": measured["rss"],
+            "stdout": measured["stdout"]}
 
 
 def _protect_argv(src, out, key) -> list[str]:
