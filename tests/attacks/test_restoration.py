@@ -323,3 +323,17 @@ def test_figure_pipeline_on_the_lm_zoo(small_zoo):
         locked = row["cells"]["default@8"]
         cell = f"{100 * locked['acc']:.1f}% ({100 * locked['retained']:.1f}%)"
         assert f"| {row['method']} | {row['protected_task']} |" in text and cell in text, (row, cell)
+
+
+def test_stream_recovery_command_on_the_lm_zoo(small_zoo, capsys):
+    """`python -m attacks.restoration.stream_recovery`: Procrustes recovers a rotation of the stream (the
+    opt-in form) to a small entry error on every expert of the cached small LM family."""
+    import json
+
+    from attacks.restoration.stream_recovery import main
+
+    main(["--zoo", "lm-small", "--seeds", "0", "--variant", "rotation"])
+    experts = json.loads(capsys.readouterr().out)["lm-small seed 0"]
+    assert len(experts) == 4 and all(v["form"] == "rotation" for v in experts.values())
+    # The entries of a 128 x 128 rotation are about 0.09; measured 0.009-0.016.
+    assert all(v["max_abs_error"] < 0.05 for v in experts.values())
