@@ -61,8 +61,14 @@ def circuits(w: AttentionWeights, geo: HeadGeometry) -> list[torch.Tensor]:
 
 def _factor(circuit: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     u, s, vh = torch.linalg.svd(circuit, full_matrices=False)
+    u, vh = u[:, :rank], vh[:rank]
+    # Singular vectors are defined up to a sign (a unit phase when complex): fix it so that each left
+    # vector's largest entry is real and positive, so circuits equal up to rounding factor alike.
+    pivot = u.gather(0, u.abs().argmax(dim=0, keepdim=True))
+    phase = pivot / pivot.abs().clamp(min=1e-300)
+    u, vh = u * phase.conj(), vh * phase.reshape(-1, 1)
     root = s[:rank].sqrt().to(circuit.dtype)
-    return u[:, :rank] * root, root.unsqueeze(1) * vh[:rank]
+    return u * root, root.unsqueeze(1) * vh
 
 
 def refactor(merged: list[torch.Tensor], like: AttentionWeights, geo: HeadGeometry) -> AttentionWeights:

@@ -20,7 +20,7 @@ def lm_merge_methods(profile) -> dict[str, dict]:
     at the profile's task arithmetic scale (the zoo defines no DARE setting of its own)."""
     params = profile.merge_params()
     return {"task_arithmetic": params["task_arithmetic"], "ties": params["ties"],
-            "dare": {"drop": 0.9, "scale": params["task_arithmetic"]["scale"], "combine": "task_arithmetic"}}
+            "dare_linear": {"density": 0.1, "scale": params["task_arithmetic"]["scale"]}}
 
 
 def load_lm_zoo_setup(profile: str = "small", *, seed: int = 0, root=None) -> MergeSetup:

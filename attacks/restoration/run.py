@@ -45,7 +45,7 @@ from guard.artifacts.atomic import write_atomically
 METHODS: dict[str, dict] = {
     "task_arithmetic": {"scale": 0.3},
     "ties": {"density": 0.2, "scale": 1.0},
-    "dare": {"drop": 0.9, "scale": 0.3, "combine": "task_arithmetic"},
+    "dare_linear": {"density": 0.1, "scale": 0.3},
 }
 BOUNDS = (2.0, 4.0, 8.0, 16.0)
 ATTACK_BOUNDS = (8.0, 16.0)  # the default bound and the strongest

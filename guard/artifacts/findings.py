@@ -35,3 +35,16 @@ class Finding:
 
 def refused(findings: list[Finding], *, severities: frozenset[str] = DEFAULT_REFUSED_SEVERITIES) -> list[Finding]:
     return [f for f in findings if f.severity in severities]
+
+
+def regrade(findings: list[Finding], severities: tuple[tuple[str, str], ...]) -> list[Finding]:
+    """Findings with their severity replaced where `severities` names their rule; "*" names every rule
+    not named whose finding would refuse."""
+    if not severities:
+        return findings
+    table = dict(severities)
+    regraded = []
+    for f in findings:
+        severity = table.get(f.rule, table.get("*", f.severity) if f.severity == "refuse" else f.severity)
+        regraded.append(dataclasses.replace(f, severity=severity))
+    return regraded

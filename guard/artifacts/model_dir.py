@@ -8,15 +8,17 @@ Tensor data is read later, on demand, from the validated offsets (see tensors.py
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 from guard.artifacts import index as index_mod
 from guard.artifacts.dtypes import is_parameter_dtype
 from guard.artifacts.config import CONFIG_NAME, ModelConfig, parse_config
-from guard.artifacts.findings import Finding, refused
+from guard.artifacts.findings import Finding, refused, regrade
 from guard.artifacts.paths import list_model_files
 from guard.artifacts.policy import ReadPolicy
 from guard.artifacts.safetensors_header import SafetensorsHeader, TensorInfo
@@ -88,6 +90,18 @@ class ModelDir:
     def file(self, relpath: str) -> FileReport:
         return next(f for f in self.files if f.relpath == relpath)
 
+    @contextlib.contextmanager
+    def open_file(self, relpath: str) -> Iterator[BinaryIO]:
+        """One of this model's files, read-only, refused (file-changed) unless it is the file validation read,
+        at open and again when the caller is done. Read files through this, never through `root / relpath`."""
+        from guard.artifacts.identity import check_unchanged, open_validated
+
+        identity = self.file(relpath).identity
+        fd = open_validated(self.root, relpath, identity, follow_symlinks=self.policy.allow_symlinks)
+        with os.fdopen(fd, "rb") as handle:
+            yield handle
+            check_unchanged(handle.fileno(), identity, self.root / relpath)
+
     def iter_tensors(self, *, device="cpu", names: Iterable[str] | None = None) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
         """(name, tensor) shard by shard in file order; one tensor's bytes in memory at a time."""
         from guard.artifacts.tensors import iter_tensors
@@ -139,6 +153,7 @@ def open_model_dir(path: str | os.PathLike, *, policy: ReadPolicy | None = None)
         from guard.artifacts.tensors import scan_values
 
         findings.extend(scan_values(model))
+    model.findings = regrade(findings, policy.severities)
     return model
 
 

@@ -25,9 +25,13 @@ class ReadPolicy:
     max_json_bytes: int = 256 * MiB  # JSON files larger than this are refused unparsed (json-too-large)
     max_pickle_scan_bytes: int = 64 * MiB  # how much the opcode walk reads; a pickle still valid there is refused
     max_files: int = 100_000
+    # (rule id, severity) pairs overriding the severity the sniffer assigns; rule "*" applies to every
+    # refusing rule not named. The safe-merge policy (guard.policy) passes these: severity is policy.
+    severities: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_header_bytes <= 0 or not (0 < self.max_header_ratio <= 1):
             raise ValueError("max_header_bytes must be > 0 and max_header_ratio in (0, 1]")
         object.__setattr__(self, "allowed_dtypes", frozenset(self.allowed_dtypes))
         object.__setattr__(self, "ignore_paths", tuple(self.ignore_paths))
+        object.__setattr__(self, "severities", tuple((str(r), str(s)) for r, s in self.severities))

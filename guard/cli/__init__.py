@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "protect": "guard.cli.protect:protect",
     "unlock": "guard.cli.unlock:unlock",
     "lock-keygen": "guard.cli.lock_keygen:lock_keygen",
+    "safe-merge": "guard.cli.safe_merge:safe_merge",
     "serve": "guard.cli.serve:serve",
 }
 
@@ -38,6 +39,7 @@ HELP: dict[str, str] = {
     "protect": "Apply MergeLock to a model and sign the result.",
     "unlock": "Undo MergeLock with the lock key.",
     "lock-keygen": "Create a MergeLock key (32 random bytes, mode 0600).",
+    "safe-merge": "Check every input against a policy, merge, and sign the result with provenance.",
     "serve": "Run the Hub webhook audit service (webhook, workers, dashboard).",
 }
 

@@ -1,4 +1,4 @@
-"""Signing options shared by `guard sign` and `guard protect` (click decorators + one constructor).
+"""Signing options shared by `guard sign`, `protect`, `unlock` and `safe-merge` (click decorators + one constructor).
 
 Usage in a command:
 
@@ -22,25 +22,32 @@ import click
 from guard.errors import InputError
 
 DEFAULT_PASSPHRASE_ENV = "GUARD_KEY_PASSPHRASE"
-SIGNER_OPTION_NAMES = ("sign_key", "certificate", "certificate_chain", "sigstore", "identity_token", "staging",
-                       "trust_config", "passphrase_env")
+# Each option's parameter name -> signer_from_options' argument. The names differ from the verifier options'
+# (guard/cli/_verifier_options.py), so one command can take both groups (safe-merge).
+SIGNER_OPTION_NAMES = {"sign_key": "sign_key", "certificate": "certificate", "sign_certificate_chain": "certificate_chain",
+                       "sigstore": "sigstore", "identity_token": "identity_token", "sign_staging": "staging",
+                       "sign_trust_config": "trust_config", "passphrase_env": "passphrase_env"}
 _PATH = click.Path(dir_okay=False, path_type=pathlib.Path)
 
 
-def signer_options(*, key_flag: str = "--key"):
-    """Decorator adding the signing-method options; the key option's flag is configurable."""
+def signer_options(*, key_flag: str = "--key", beside_verifier: bool = False):
+    """Decorator adding the signing-method options. With `beside_verifier` (a command that also takes
+    @verifier_options(prefix=""), as safe-merge does) the flags a verifier also has are --sign-certificate-chain,
+    --sign-trust-config and --sign-staging."""
+    clash = "--sign-" if beside_verifier else "--"
     options = [
         click.option(key_flag, "sign_key", type=_PATH, default=None,
                      help="EC private key (PEM) for the key method, or the certificate's key."),
         click.option("--certificate", type=_PATH, default=None,
                      help="Signing certificate (PEM) matching the key: certificate method."),
-        click.option("--certificate-chain", "certificate_chain", type=_PATH, multiple=True,
+        click.option(f"{clash}certificate-chain", "sign_certificate_chain", type=_PATH, multiple=True,
                      help="Intermediate certificates to embed (PEM; repeatable)."),
         click.option("--sigstore", is_flag=True, help="Keyless Sigstore signing (needs network and an OIDC identity)."),
         click.option("--identity-token", default=None,
                      help="OIDC identity token for --sigstore (default: $SIGSTORE_ID_TOKEN, ambient, or browser)."),
-        click.option("--staging", is_flag=True, help="Use Sigstore's staging instance (testing only)."),
-        click.option("--trust-config", "trust_config", type=_PATH, default=None,
+        click.option(f"{clash}staging", "sign_staging", is_flag=True,
+                     help="Use Sigstore's staging instance (testing only)."),
+        click.option(f"{clash}trust-config", "sign_trust_config", type=_PATH, default=None,
                      help="Sigstore ClientTrustConfig JSON (private instance)."),
         click.option("--passphrase-env", default=DEFAULT_PASSPHRASE_ENV, show_default=True,
                      help="Environment variable holding the private key's passphrase."),
@@ -60,7 +67,12 @@ def option_group(options: list):
 
 
 def pop_signer_options(kwargs: dict) -> dict:
-    return {name: kwargs.pop(name) for name in SIGNER_OPTION_NAMES if name in kwargs}
+    """The signing options taken out of a command's keyword arguments, as signer_from_options' arguments."""
+    return {argument: kwargs.pop(name) for name, argument in SIGNER_OPTION_NAMES.items() if name in kwargs}
+
+
+def wants_signing(options: dict) -> bool:
+    return options.get("sign_key") is not None or bool(options.get("sigstore"))
 
 
 def signer_from_options(*, sign_key=None, certificate=None, certificate_chain=(), sigstore=False, identity_token=None,

@@ -85,7 +85,9 @@ def _matched_mlp_distance(plan: LockPlan, block: str, candidate, base) -> tuple[
     if cand.shape != ref.shape:
         return 0.0, 0.0
     cand = cand[:: max(1, cand.shape[0] // MATCHED_UNITS)]
-    unit = lambda x: x / x.norm(dim=1, keepdim=True).clamp(min=1e-30)  # noqa: E731
+    # The cosine product only picks each unit's nearest base unit (an argmax), and was detection's largest
+    # cost in float64; float32 picks the same unit unless two are equally near. The distance stays float64.
+    unit = lambda x: torch.nn.functional.normalize(x.to(torch.float32), dim=1, eps=1e-30)  # noqa: E731
     nearest = (unit(cand) @ unit(ref).T).argmax(dim=1)
     return float((cand - ref[nearest]).norm() ** 2), float(ref[nearest].norm() ** 2)
 

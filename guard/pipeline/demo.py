@@ -114,7 +114,59 @@ def run_demo(workdir: pathlib.Path, *, on_step: Callable[[DemoStep], None] = lam
         raise AssertionError("unlock with a wrong key succeeded")
     except VerificationError as exc:
         record(DemoStep("wrong-key", True, f"unlock with another key refused: {exc.one_line()}"))
+
+    _consumer_steps(workdir, base_dir, expert_dirs, protected_dir, tampered, lock_key, signer, public_key, record)
     return steps
+
+
+def _consumer_steps(workdir, base_dir, expert_dirs, protected_dir, tampered, lock_key, signer, public_key,
+                    record) -> None:
+    """The consumer's side: `guard safe-merge` merges what the strict policy lets through, signed, with provenance."""
+    import yaml
+
+    from guard.lock.keys import write_lock_key
+    from guard.pipeline.provenance import verify_provenance
+    from guard.pipeline.safe_merge import safe_merge
+    from guard.signing import load_verifier, sign_model
+
+    for d in (base_dir, *expert_dirs):
+        sign_model(d, signer=signer)
+    write_lock_key(lock_key, workdir / "expert-a-protected.lockkey")
+
+    def config(name: str, experts, **guard_section) -> pathlib.Path:
+        raw = {"merge_method": "ties", "base_model": str(base_dir), "dtype": "float32",
+               "models": [{"model": str(e), "parameters": {"weight": 0.5, "density": 0.5}} for e in experts]}
+        if guard_section:
+            raw["guard"] = guard_section
+        path = workdir / name
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    def gate(name: str, experts, **guard_section):
+        return safe_merge(config(f"{name}.yml", experts, **guard_section), workdir / name,
+                          verifier_options={"public_key": public_key}, signer=signer)
+
+    merged = gate("merged", expert_dirs)
+    passed = sum(c.verdict == "pass" for c in merged.checks)
+    record(DemoStep("safe-merge", merged.verdict == "merged",
+                    f"strict policy: {passed} of {len(merged.checks)} checks passed for base + 2 signed experts; "
+                    f"ties merge -> merged/ with guard_provenance.json and model.sig",
+                    {"record": merged.to_json()}))
+    report = verify_provenance(workdir / "merged", verifier=load_verifier(public_key=public_key))
+    record(DemoStep("provenance", all(i["reverified"] for i in report["inputs"]),
+                    f"verify --provenance: {report['files']} files signed by {report['signer']}; "
+                    f"{len(report['inputs'])} inputs re-verified against their recorded signers", report))
+    for name, experts, expected in (("refused-tampered", [tampered, expert_dirs[1]], "signature"),
+                                    ("refused-locked", [protected_dir, expert_dirs[1]], "mergelock")):
+        refused = gate(name, experts)
+        first = refused.refusals()[0] if refused.refusals() else None
+        record(DemoStep(name, refused.verdict == "refused" and first is not None and first.check == expected
+                        and not (workdir / name).exists(),
+                        f"gate refused, nothing written: {first.one_line() if first else 'no refusal'}"))
+    unlocked = gate("merged-unlocked", [protected_dir, expert_dirs[1]],
+                    lock_keys={str(protected_dir): str(workdir / "expert-a-protected.lockkey")})
+    record(DemoStep("gate-unlock", unlocked.verdict == "merged",
+                    "with the lock key in the config the gate unlocks the protected expert and merges it"))
 
 
 def _make_models(workdir: pathlib.Path) -> tuple[pathlib.Path, list[pathlib.Path]]:

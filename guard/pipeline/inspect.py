@@ -39,7 +39,7 @@ def _inspect(model, *, policy, base) -> dict[str, Any]:
     report = inspect_report(model)
     base_model = None if base is None else open_model_dir(base, policy=policy)
     if base_model is not None:
-        _require_same_architecture(model, base_model)
+        require_same_architecture(model, base_model)
     report["mergelock"] = _detect(model, base_model)
     if report["mergelock"].get("flagged"):
         report["findings"].append({"severity": "warn", "rule": report["mergelock"]["rule"], "path": ".",
@@ -63,9 +63,10 @@ def _detect(model, base_model) -> dict[str, Any]:
             "with_base": base_model is not None, "measurements": signature.measurements}
 
 
-def _require_same_architecture(model, base_model) -> None:
+def require_same_architecture(model, base_model) -> None:
+    """InputError unless `base_model` can be compared with `model` (same model type, tensor names in common)."""
     shared = set(model.tensors) & set(base_model.tensors)
     if model.model_type != base_model.model_type or not shared:
-        raise InputError(f"--base is a {base_model.model_type or 'unknown'} model with {len(shared)} tensor names in "
+        raise InputError(f"the base is a {base_model.model_type or 'unknown'} model with {len(shared)} tensor names in "
                          f"common with this {model.model_type or 'unknown'} model; a base must be the same "
                          f"architecture", path=base_model.root, rule="inspect-base-mismatch")

@@ -1,20 +1,27 @@
 """The audit of one downloaded Hub revision: the checks a consumer runs, one record per check.
 
-    artifacts   strict reading of every file (pipeline.inspect -> artifacts): refused findings fail
-    signature   OMS signature at model.sig, against the signers the trust policy binds to this repo, and
-                the signed model name bound to the repo name (guard.service.trust)
-    mergelock   lock.detect against the base model named in the model card (or base-free)
-    weights     per-layer RMS of the weights (context for the plots, never a verdict)
+The checks are `guard safe-merge`'s per-input sequence, `guard.pipeline.checks.check_input` (one audit
+sequence in the codebase), under a policy built from the repo's trust entry, plus the repo binding:
+
+    artifacts   strict reading of every file (guard.artifacts, the policy's default severities): a refused
+                finding fails, and stops the sequence (later checks say "skip")
+    signature   OMS signature at model.sig against the signers the trust file binds to this repo (required
+                or not as the entry says), then the signed model name bound to the repo name
+                (guard.service.trust); everything after it reads the verified bytes
+    mergelock   lock.detect against the base model named in the model card (or base-free); never fails
+    weights     per-layer RMS of the (verified) weights (context for the plots, never a verdict)
     probes      the probe stage, once guard.probes exists in this build
 
-`Auditor` is the narrow interface the worker calls; `StageAuditor` composes today's stage APIs. The
-verdict is `fail` when any check fails, else `pass`; every check says why, with its numbers.
+`Auditor` is the narrow interface the worker calls; `StageAuditor` is the real one. The verdict is `fail`
+when any check fails, else `pass`; every check says why, with its numbers.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
+import hashlib
 import importlib.util
 import pathlib
 import re
@@ -60,130 +67,172 @@ class Auditor(abc.ABC):
 
 class StageAuditor(Auditor):
     def audit(self, request: AuditRequest) -> dict[str, Any]:
-        from guard.pipeline.inspect import inspect_model
+        from guard.pipeline.checks import check_input
 
         checks: list[dict] = []
-        model_info: dict[str, Any] = {}
-        report, base_used, base_note = None, False, request.base_note
-        try:
-            report, base_used, base_note = self._inspect(inspect_model, request)
-        except GuardError as exc:
-            checks.append(check("artifacts", "Artifact checks", "fail", exc.one_line(), details={"rule": exc.rule}))
-        if report is not None:
-            model_info = {k: report[k] for k in ("architecture", "model_type", "parameter_count", "tensor_count",
-                                                 "tensor_bytes", "total_bytes")}
-            model_info["files"] = len(report["files"])
-            checks.append(_artifacts_check(report))
-        checks.append(_signature_check(request))
-        if report is not None:
-            checks.append(_mergelock_check(report, request.base_ref if base_used else None, base_note))
-            checks.append(_weights_check(request.model_dir, report))
-        checks.append(_probes_check())
+        with contextlib.ExitStack() as stack:
+            base, base_note = _checked_base(stack, request)
+            trusted, unusable = _trusted_signers(request.trust)
+            try:
+                subject = stack.enter_context(check_input(request.model_dir, policy=audit_policy(request.trust),
+                                                          trusted=trusted, label=request.repo, base=base))
+            except GuardError as exc:  # not a model directory at all, or unreadable
+                checks += [check("artifacts", "Artifact checks", "fail", exc.one_line(), details={"rule": exc.rule}),
+                           _probes_check()]
+                return {"verdict": verdict_of(checks), "checks": checks, "model": {},
+                        "base": {"ref": None, "note": base_note}}
+            from guard.artifacts.report import inspect_report
+
+            report = inspect_report(subject.model)
+            base_used = base is not None and subject.detection is not None
+            if base is not None and not base_used:
+                base_note = f"base {request.base_ref} not used: " + _step(subject, "mergelock")[0].message
+            checks.append(_artifacts_check(subject, report))
+            checks.append(_signature_check(subject, request, unusable))
+            checks.append(_mergelock_check(subject, request.base_ref if base_used else None, base_note))
+            checks.append(_weights_check(subject))
+            checks.append(_probes_check())
+        model_info = {k: report[k] for k in ("architecture", "model_type", "parameter_count", "tensor_count",
+                                             "tensor_bytes", "total_bytes")}
+        model_info["files"] = len(report["files"])
         return {"verdict": verdict_of(checks), "checks": checks, "model": model_info,
                 "base": {"ref": request.base_ref if base_used else None, "note": base_note}}
 
-    @staticmethod
-    def _inspect(inspect_model, request: AuditRequest) -> tuple[dict, bool, str | None]:
-        """(inspect report, whether the base was used, why not)."""
-        if request.base_dir is None:
-            return inspect_model(request.model_dir), False, request.base_note
+
+def audit_policy(trust: RepoTrust):
+    """The safe-merge policy the audit applies to a repo with this trust entry: strict reading with the reader's
+    default severities, a signature required where the entry requires one, MergeLock reported (warn)."""
+    from guard.policy.load import LoadedPolicy
+    from guard.policy.model import MergeLockPolicy, Policy, SignaturePolicy
+
+    policy = Policy(name="hub-audit", description=f"guard serve, trust entry {trust.match!r}",
+                    required_checks=["artifacts", "signature"] if trust.require_signature else ["artifacts"],
+                    signatures=SignaturePolicy(required=trust.require_signature), mergelock=MergeLockPolicy(action="warn"))
+    raw = policy.model_dump_json().encode()
+    # No policy file: the signers come from the trust file (already absolute), so nothing is resolved against path.
+    return LoadedPolicy(policy=policy, path=pathlib.Path("hub-audit.yaml"), sha256=hashlib.sha256(raw).hexdigest())
+
+
+def _trusted_signers(trust: RepoTrust) -> tuple[list, list[str]]:
+    """The repo's signers as guard.pipeline.trust.TrustedVerifier, and why any could not be loaded."""
+    trusted, unusable = [], []
+    for signer in trust.signers:
         try:
-            return inspect_model(request.model_dir, base=request.base_dir), True, None
+            trusted.append(signer.trusted())
         except GuardError as exc:
-            if exc.path and pathlib.Path(exc.path).is_relative_to(request.base_dir):
-                # The base is unusable (another architecture, malformed): audit the model alone, and say so.
-                return inspect_model(request.model_dir), False, f"base {request.base_ref} not used: {exc.one_line()}"
-            raise
+            unusable.append(f"{signer.describe()}: {exc.one_line()}")
+    return trusted, unusable
 
 
-def _artifacts_check(report: dict) -> dict:
-    refused = [f for f in report["findings"] if f["severity"] == "refuse"]
-    warned = [f for f in report["findings"] if f["severity"] == "warn" and f["rule"] != report["mergelock"].get("rule")]
+def _checked_base(stack: contextlib.ExitStack, request: AuditRequest):
+    """(the base through check_input as a base, or None; why none). The base is another repo: not signed-checked
+    here, only read strictly; one that cannot be read is left out, and the report says so."""
+    from guard.pipeline.checks import check_input
+
+    if request.base_dir is None:
+        return None, request.base_note
+    try:
+        base = stack.enter_context(check_input(request.base_dir, policy=audit_policy(RepoTrust()), trusted=(),
+                                               label=request.base_ref, role="base"))
+    except GuardError as exc:
+        return None, f"base {request.base_ref} not used: {exc.one_line()}"
+    refused = [c for c in base.checks if c.verdict == "refuse"]
+    if refused:
+        return None, f"base {request.base_ref} not used: {refused[0].one_line()}"
+    return base, None
+
+
+_STATUS = {"refuse": "fail", "warn": "warn", "pass": "pass", "skip": "skip"}
+
+
+def _step(subject, name: str) -> list:
+    return [c for c in subject.checks if c.check == name]
+
+
+def _status(checks: list) -> str:
+    verdicts = {c.verdict for c in checks}
+    return next((_STATUS[v] for v in ("refuse", "warn", "pass") if v in verdicts), "skip")
+
+
+def _artifacts_check(subject, report: dict) -> dict:
+    step = _step(subject, "artifacts")
+    refused = [c for c in step if c.verdict == "refuse"]
+    warned = [c for c in step if c.verdict == "warn"]
     details = {"findings": report["findings"], "files": [{"path": f["path"], "kind": f["kind"], "size": f["size"]}
                                                          for f in report["files"]]}
     if refused:
         first = refused[0]
         return check("artifacts", "Artifact checks", "fail",
-                     f"{len(refused)} refused finding(s); first: {first['path']} [{first['rule']}] {first['message']}",
+                     f"{len(refused)} refused finding(s); first: {first.file or '.'} [{first.rule}] {first.message}",
                      details=details)
-    status = "warn" if warned else "pass"
-    return check("artifacts", "Artifact checks", status,
+    return check("artifacts", "Artifact checks", _status(step),
                  f"{len(report['files'])} files read strictly ({report['tensor_count']} tensors, "
                  f"{report['parameter_count']:,} parameters); {len(warned)} warning(s), nothing refused",
                  details=details)
 
 
-def _signature_check(request: AuditRequest) -> dict:
+def _signature_check(subject, request: AuditRequest, unusable: list[str]) -> dict:
     title = "Signature bound to this repo"
     trust = request.trust
-    sig = request.model_dir / SIGNATURE_NAME
-    policy = {"match": trust.match, "require_signature": trust.require_signature, "bind": trust.bind,
-              "signers": [s.describe() for s in trust.signers]}
-    missing = "fail" if trust.require_signature else "warn"
-    if not sig.is_file():
-        return check("signature", title, missing, f"no {SIGNATURE_NAME}: the revision is unsigned"
-                     + ("" if trust.require_signature else " (the trust policy does not require a signature here)"),
-                     details={"policy": policy})
-    if not trust.signers:
-        return check("signature", title, missing, f"{SIGNATURE_NAME} present, but the trust policy names no signer "
-                     f"for {request.repo} (entry {trust.match!r}): nobody it could be checked against",
-                     details={"policy": policy})
-    from guard.signing import verify_model
-
-    failures = []
-    for signer in trust.signers:
-        try:
-            result = verify_model(request.model_dir, signature=sig, verifier=signer.verifier())
-        except GuardError as exc:
-            failures.append(f"{signer.describe()}: {exc.one_line()}")
-            continue
-        details = {"policy": policy, "verification": result.to_json()}
-        name = _signed_name(sig)
-        details["signed_name"] = name
-        allowed = {request.repo, request.repo.split("/", 1)[1]}
-        if trust.bind == "name" and name not in allowed:
-            return check("signature", title, "fail",
-                         f"signed by {result.signer}, but the signature names model {name!r}, not {request.repo!r}: "
-                         "a signature made for another repo", details=details)
-        return check("signature", title, "pass", f"signed by {result.signer} (trusted for {trust.match!r}); "
-                     f"{len(result.files)} files, {result.total_bytes:,} bytes match", details=details)
-    return check("signature", title, "fail", f"not signed by a signer trusted for {request.repo}: "
-                 + " | ".join(failures), details={"policy": policy, "failures": failures})
+    details: dict[str, Any] = {"policy": {"match": trust.match, "require_signature": trust.require_signature,
+                                          "bind": trust.bind, "signers": [s.describe() for s in trust.signers]}}
+    if unusable:
+        details["unusable_signers"] = unusable
+    step = _step(subject, "signature")
+    found, status = step[0], _status(step)
+    optional = "" if trust.require_signature else " (the trust policy does not require a signature here)"
+    if found.rule == "signature-missing":
+        return check("signature", title, status, f"no {SIGNATURE_NAME}: the revision is unsigned{optional}",
+                     details=details)
+    if found.rule == "signature-no-trusted-signers":
+        why = "; its signers could not be loaded: " + " | ".join(unusable) if unusable else ""
+        return check("signature", title, status, f"{SIGNATURE_NAME} present, but the trust policy names no usable "
+                     f"signer for {request.repo} (entry {trust.match!r}): nobody it could be checked against{why}"
+                     f"{optional}", details=details)
+    result = subject.verification
+    if result is None:  # untrusted, a digest mismatch, or not run (artifacts refused)
+        message = found.message
+        if found.rule == "signature-untrusted":
+            message = f"not signed by a signer trusted for {request.repo}: {found.message}{optional}"
+        return check("signature", title, status, message, details={**details, "rule": found.rule})
+    details.update(verification=result.to_json(), signed_name=result.model_name)
+    allowed = {request.repo, request.repo.split("/", 1)[1]}
+    if trust.bind == "name" and result.model_name not in allowed:
+        return check("signature", title, "fail",
+                     f"signed by {result.signer}, but the signature names model {result.model_name!r}, not "
+                     f"{request.repo!r}: a signature made for another repo", details=details)
+    return check("signature", title, "pass", f"signed by {result.signer} (trusted for {trust.match!r}); "
+                 f"{len(result.files)} files, {result.total_bytes:,} bytes match", details=details)
 
 
-def _signed_name(sig: pathlib.Path) -> str:
-    """The model name in the (already verified) statement."""
-    from guard.signing.bundle import read_bundle
-    from guard.signing.statement import parse_statement
-
-    return parse_statement(read_bundle(sig).envelope.payload).model_name
-
-
-def _mergelock_check(report: dict, base_ref: str | None, note: str | None) -> dict:
-    lock = report["mergelock"]
+def _mergelock_check(subject, base_ref: str | None, note: str | None) -> dict:
     title = "MergeLock detection" + (f" against {base_ref}" if base_ref else " (base-free)")
-    if not lock.get("checked"):
-        return check("mergelock", title, "skip", lock.get("reason", "not checked"), details={"base_note": note})
-    measurements = lock.get("measurements", {})
+    step = _step(subject, "mergelock")
+    detection = subject.detection
+    if detection is None:  # skipped, or could not run
+        return check("mergelock", title, _status(step), step[0].message if step else "not checked",
+                     details={"base_note": note, "rule": step[0].rule if step else None})
+    measurements = detection.measurements
     plots = []
     rows = measurements.get("per_layer") or []
     if rows:
         plots.append({"title": "Relative distance from the base, per layer", "labels": [r["layer"] for r in rows],
                       "series": {k: [r.get(k) for r in rows] for k in ("attention", "mlp")},
                       "threshold": measurements.get("thresholds", {}).get("attention_far")})
-    status = "warn" if lock.get("flagged") else "pass"  # a locked model is a publisher's choice, not an attack
-    message = lock["message"] + (f" ({note})" if note else "")
-    return check("mergelock", title, status, message, details={"measurements": _scalars(measurements),
-                                                               "base_note": note}, plots=plots)
+    # The policy's action is warn: a locked model is a publisher's choice, not an attack.
+    message = detection.message + (f" ({note})" if note else "")
+    return check("mergelock", title, _status(step), message, details={"measurements": _scalars(measurements),
+                                                                        "base_note": note}, plots=plots)
 
 
-def _weights_check(model_dir: pathlib.Path, report: dict) -> dict:
-    """Per-layer RMS of the floating-point weights, streamed one tensor at a time."""
-    if report["refused"] or not report["tensor_count"]:
+def _weights_check(subject) -> dict:
+    """Per-layer RMS of the floating-point weights that passed the checks (the verified bytes when signed),
+    streamed one tensor at a time."""
+    model = subject.model
+    if subject.refused:  # only bytes that passed (and were verified, where a signature was checked) are read
+        return check("weights", "Weights per layer", "skip", "not read: an earlier check refused this revision")
+    if not model.tensors:
         return check("weights", "Weights per layer", "skip", "no readable tensors")
-    from guard.artifacts import open_model_dir
-
-    model = open_model_dir(model_dir)
     sums: dict[str, list[float]] = {}
     for name, tensor in model.iter_tensors():
         if not tensor.is_floating_point() or tensor.numel() == 0:

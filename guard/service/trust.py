@@ -54,11 +54,16 @@ class Signer(BaseModel):
             raise ValueError(exc.message) from None
         return self
 
-    def verifier(self):
-        from guard.signing import load_verifier
+    def trusted(self):
+        """This signer as the safe-merge pipeline's guard.pipeline.trust.TrustedVerifier (reads the key files)."""
+        from guard.pipeline.trust import trusted_verifier
 
-        return load_verifier(public_key=self.key, certificate_chain=self.certificate_chain, identity=self.identity,
-                             issuer=self.issuer, trust_config=self.trust_config)
+        def path(p: str | None) -> pathlib.Path | None:
+            return None if p is None else pathlib.Path(p)
+
+        return trusted_verifier(name=self.describe(), public_key=path(self.key),
+                                certificate_chain=[pathlib.Path(p) for p in self.certificate_chain],
+                                identity=self.identity, issuer=self.issuer, trust_config=path(self.trust_config))
 
     def describe(self) -> str:
         if self.key:

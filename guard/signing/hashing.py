@@ -54,10 +54,13 @@ class HashPlan:
 
 @dataclasses.dataclass(frozen=True)
 class HashedModel:
-    """Resource name -> hex digest, plus the byte size of each file read."""
+    """Resource name -> hex digest, plus the byte size of each file read and the identity of the file that was
+    read (guard.artifacts.identity.file_identity), the same before and after every read of it; None if it
+    changed while it was hashed (written, renamed or touched): what a reader of the file in place checks."""
 
     digests: dict[str, str]
     sizes: dict[str, int]
+    identities: dict[str, tuple[int, ...] | None] = dataclasses.field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -115,6 +118,7 @@ class HashJob:
         self._errors: list[BaseException] = []
         self._digests: dict[str, str] = {}
         self._sizes: dict[str, int] = {rel: 0 for rel in self.relpaths}
+        self._identities: dict[str, tuple[int, ...] | None] = {}
         self._threads = [threading.Thread(target=self._work, name=f"guard-hash-{i}", daemon=True)
                          for i in range(max(1, min(workers, len(tasks))))]
         for thread in self._threads:
@@ -128,7 +132,8 @@ class HashJob:
                 task = self._tasks[self._next]
                 self._next += 1
             try:
-                digest, n = _hash_task(self.root, task, self.plan.hash_type, self._blake3_threads, self._copy_to)
+                digest, n, identity = _hash_task(self.root, task, self.plan.hash_type, self._blake3_threads,
+                                                 self._copy_to)
             except BaseException as exc:  # reported by result(); stop the other workers early
                 with self._lock:
                     self._errors.append(exc)
@@ -137,6 +142,8 @@ class HashJob:
             with self._lock:
                 self._digests[task.resource_name()] = digest
                 self._sizes[task.relpath] += n
+                if self._identities.setdefault(task.relpath, identity) != identity:  # byte ranges of one file
+                    self._identities[task.relpath] = None
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -151,7 +158,7 @@ class HashJob:
         if self._copy_to is not None:
             for rel in self.relpaths:
                 os.chmod(copy_path(self._copy_to, self.root, rel), 0o400)
-        return HashedModel(digests=dict(self._digests), sizes=dict(self._sizes))
+        return HashedModel(digests=dict(self._digests), sizes=dict(self._sizes), identities=dict(self._identities))
 
 
 def _check_plan(plan: HashPlan) -> None:
@@ -201,8 +208,9 @@ def new_hasher(hash_type: str, *, threads: int = 1):
 
 
 def _hash_task(root: pathlib.Path, task: _Task, hash_type: str, threads: int,
-               copy_to: pathlib.Path | None) -> tuple[str, int]:
-    from guard.artifacts.identity import open_fd
+               copy_to: pathlib.Path | None) -> tuple[str, int, tuple[int, ...] | None]:
+    """(digest, bytes read, identity of the file read: None if it changed while it was read)."""
+    from guard.artifacts.identity import file_identity, open_fd
 
     path = root if task.relpath == "." else root / task.relpath
     try:
@@ -211,18 +219,21 @@ def _hash_task(root: pathlib.Path, task: _Task, hash_type: str, threads: int,
         raise InputError(f"cannot open: {exc.strerror}", path=path, rule="path-unreadable") from None
     out = None
     try:
+        identity = file_identity(os.fstat(fd))
         hasher = new_hasher(hash_type, threads=threads)
         if copy_to is not None:
             out = os.open(copy_path(copy_to, root, task.relpath), os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
         chunk = BLAKE3_READ_CHUNK if hash_type == "blake3" and threads > 1 else READ_CHUNK
         n = _hash_range(fd, hasher, task, chunk, out)
+        if file_identity(os.fstat(fd)) != identity:
+            identity = None
     except OSError as exc:
         raise InputError(f"read failed: {exc.strerror}", path=path, rule="path-unreadable") from None
     finally:
         os.close(fd)
         if out is not None:
             os.close(out)
-    return hasher.hexdigest(), n
+    return hasher.hexdigest(), n, identity
 
 
 def _hash_range(fd: int, hasher, task: _Task, chunk: int, out: int | None) -> int:

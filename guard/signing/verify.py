@@ -34,12 +34,18 @@ class VerificationResult:
     files: tuple[str, ...]
     total_bytes: int
     legacy_predicate: bool
+    model_name: str = ""  # the name the signed statement gives the model (its subject)
+    read: str | None = None  # open_verified_model: where the verified bytes are read ("in place", "private copy: why")
 
     def to_json(self) -> dict:
-        return {"verified": True, "model_dir": str(self.model_dir), "signature": str(self.signature),
+        data = {"verified": True, "model_dir": str(self.model_dir), "signature": str(self.signature),
                 "method": self.method, "signer": self.signer, "root_digest": f"sha256:{self.root_digest}",
                 "hash_type": self.hash_type, "serialization": self.serialization, "files": list(self.files),
-                "bytes": self.total_bytes, "legacy_predicate": self.legacy_predicate}
+                "bytes": self.total_bytes, "legacy_predicate": self.legacy_predicate,
+                "model_name": self.model_name}
+        if self.read is not None:
+            data["read"] = self.read
+        return data
 
 
 def load_verifier(*, public_key: str | os.PathLike | None = None,
@@ -146,11 +152,17 @@ def _check_bundle(root: pathlib.Path, sig_path: pathlib.Path, bundle: Bundle, ve
 
 def _covered(root: pathlib.Path, sig_path: pathlib.Path, manifest: Manifest,
              ignore_paths: Iterable[str | os.PathLike]) -> list[str]:
+    return _files.covered_files(root, ignore=uncovered(root, sig_path, manifest, ignore_paths), verifying=True)
+
+
+def uncovered(root: pathlib.Path, sig_path: pathlib.Path, manifest: Manifest,
+              ignore_paths: Iterable[str | os.PathLike]) -> list[str]:
+    """The names a verification leaves out: the signed ignore list, the caller's, and the signature itself."""
     ignore = list(manifest.serialization.ignore_paths) + _files.normalize_ignore(ignore_paths)
     inside = None if _files.is_single_file(root) else _files.relative_inside(sig_path, root)
     if inside is not None:
         ignore.append(inside)
-    return _files.covered_files(root, ignore=ignore, verifying=True)
+    return ignore
 
 
 def _speculative_job(root: pathlib.Path, sig_path: pathlib.Path, payload: bytes,
@@ -172,4 +184,4 @@ def finish(root: pathlib.Path, sig_path: pathlib.Path, verifier: Verifier, conte
         model_dir=root, signature=sig_path, method=verifier.method, signer=content.signer,
         root_digest=manifest.root_digest(), hash_type=manifest.serialization.hash_type,
         serialization=manifest.serialization.method, files=tuple(sorted(hashed.sizes)),
-        total_bytes=hashed.total_bytes, legacy_predicate=manifest.legacy)
+        total_bytes=hashed.total_bytes, legacy_predicate=manifest.legacy, model_name=manifest.model_name)

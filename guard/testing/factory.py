@@ -109,6 +109,27 @@ def make_model_dir(family: str, out_dir: str | pathlib.Path, *, seed: int = 0, s
     return save_model(model, out_dir, max_shard_size=max_shard)
 
 
+def synthetic_fine_tune(model: torch.nn.Module, *, seed: int, scale: float = 0.05) -> torch.nn.Module:
+    """A stand-in fine-tune, in place: every parameter += N(0, (scale * its std)^2) (the reference notes'
+    merge benchmark recipe). Seed 0 leaves the model as it is (the base)."""
+    if seed:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for param in model.parameters():
+                noise = scale * param.float().std() * torch.randn(param.shape, generator=gen)
+                param.add_(noise.to(param.dtype))
+    return model
+
+
+def make_fine_tune_dir(family: str, out_dir: str | pathlib.Path, *, seed: int, scale: float = 0.05, shards: int = 1,
+                       dtype: torch.dtype = torch.float32) -> pathlib.Path:
+    """`make_model_dir(family, seed=0)` moved by `synthetic_fine_tune(seed=seed)`: a base (seed 0) and its
+    fine-tunes share every tensor name and shape."""
+    model = synthetic_fine_tune(build_model(family, seed=0, dtype=dtype), seed=seed, scale=scale)
+    total = sum(p.numel() * p.element_size() for p in model.state_dict().values())
+    return save_model(model, out_dir, max_shard_size=None if shards == 1 else total // shards + 1)
+
+
 def sample_inputs(model_or_config, *, batch: int = 2, seq: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
     """Inputs for `model(**inputs)`: token ids for text models, pixels for ViT, both sides for T5."""
     config = getattr(model_or_config, "config", model_or_config)

@@ -9,12 +9,15 @@ def test_demo_runs_end_to_end_and_every_step_behaves(tmp_path):
     report = json.loads(result.stdout)
     steps = {s["name"]: s for s in report["steps"]}
     assert report["ok"] and all(s["ok"] for s in steps.values())
-    assert set(steps) >= {"build", "inspect", "protect", "verify", "tamper", "detect", "merge", "unlock", "wrong-key"}
+    assert set(steps) >= {"build", "inspect", "protect", "verify", "tamper", "detect", "merge", "unlock", "wrong-key",
+                          "safe-merge", "provenance", "refused-tampered", "refused-locked", "gate-unlock"}
     damage = steps["merge"]["data"]
     assert damage["protected_vs_clean"] > 10 * damage["clean_vs_base"]
     assert steps["unlock"]["data"]["max_abs_difference"] < 1e-4
     # The demo leaves the signed protected model behind for the user to look at.
     assert (tmp_path / "demo" / "expert-a-protected" / "model.sig").is_file()
+    assert (tmp_path / "demo" / "merged" / "guard_provenance.json").is_file()
+    assert not (tmp_path / "demo" / "refused-locked").exists()
 
 
 def test_demo_refuses_a_non_empty_workdir(tmp_path):

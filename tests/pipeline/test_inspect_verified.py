@@ -40,24 +40,43 @@ def test_verified_inspect_refuses_a_tampered_model(signed_llama, keypair):
     assert result.returncode == 1 and "digest mismatch model.safetensors" in result.stderr
 
 
-def test_weights_swapped_after_verification_never_reach_the_value_scan(signed_llama, keypair, monkeypatch):
-    """The value scan runs after verification; the attacker swaps in NaN weights just before it reads."""
+@pytest.mark.parametrize("others_can_write", [True, False], ids=["copy", "in-place"])
+def test_weights_swapped_after_verification_never_reach_the_value_scan(signed_llama, keypair, monkeypatch,
+                                                                      others_can_write):
+    """The value scan runs after verification; the attacker swaps in NaN weights just before it reads. From
+    the private copy (another user could write the directory) the scan sees the verified bytes; in place
+    (only this user could have swapped) the swapped file is refused, never scanned."""
     import guard.artifacts.tensors as tensors
+    from guard.errors import InputError
     from guard.pipeline.inspect import inspect_model
 
+    if others_can_write:
+        signed_llama.chmod(0o775)
     shard = signed_llama / "model.safetensors"
     poisoned = {name: value * float("nan") for name, value in load_file(str(shard)).items()}
     evil = signed_llama.parent / "evil.safetensors"
     save_file(poisoned, str(evil), metadata={"format": "pt"})
     real_scan = tensors.scan_values
+    scanned = []
 
     def swap_then_scan(model):
         os.replace(evil, shard)
+        scanned.append(model.root)
         return real_scan(model)
 
     monkeypatch.setattr(tensors, "scan_values", swap_then_scan)
-    report = inspect_model(signed_llama, policy=ReadPolicy(scan_nan_inf=True),
-                           verifier=load_verifier(public_key=keypair[2]))
+
+    def inspect():
+        return inspect_model(signed_llama, policy=ReadPolicy(scan_nan_inf=True),
+                             verifier=load_verifier(public_key=keypair[2]))
+
+    if others_can_write:
+        report = inspect()
+        assert [f for f in report["findings"] if f["rule"] == "tensor-nan-inf"] == []
+        assert report["verification"]["root_digest"].startswith("sha256:")
+        assert report["verification"]["read"].startswith("private copy")
+    else:
+        with pytest.raises(InputError, match="file-changed"):
+            inspect()
+        assert scanned == [signed_llama.resolve()]
     assert not evil.exists() and load_file(str(shard))  # the swap really happened
-    assert [f for f in report["findings"] if f["rule"] == "tensor-nan-inf"] == []
-    assert report["verification"]["root_digest"].startswith("sha256:")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from guard.merge.methods.ties import trim
+from guard.merge.sparsify import magnitude as trim
 from guard.testing.zoo.cache import cached_build
 from guard.testing.zoo.lm import LMFamily, model as lm_model
 
