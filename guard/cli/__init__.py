@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "lock-keygen": "guard.cli.lock_keygen:lock_keygen",
     "safe-merge": "guard.cli.safe_merge:safe_merge",
     "serve": "guard.cli.serve:serve",
+    "safety-vector": "guard.cli.safety_vector:safety_vector",
 }
 
 HELP: dict[str, str] = {
@@ -41,6 +42,7 @@ HELP: dict[str, str] = {
     "lock-keygen": "Create a MergeLock key (32 random bytes, mode 0600).",
     "safe-merge": "Check every input against a policy, merge, and sign the result with provenance.",
     "serve": "Run the Hub webhook audit service (webhook, workers, dashboard).",
+    "safety-vector": "EnchTable: distil a signed safety vector from an aligned model (safety-vector distill).",
 }
 
 

@@ -52,6 +52,18 @@ class Stage:
 STAGES: dict[str, Callable[[Mapping[str, Any]], Stage]] = {}
 
 
+def _defense(name: str) -> Callable[[Mapping[str, Any]], Stage]:
+    def factory(section: Mapping[str, Any]) -> Stage:  # imported on use: the defenses need torch
+        from guard.pipeline import defense_stages
+
+        return getattr(defense_stages, f"{name}_stage")(section)
+
+    return factory
+
+
+STAGES.update(dam=_defense("dam"), enchtable=_defense("enchtable"))
+
+
 def stages_for(sections: Mapping[str, Mapping[str, Any] | None]) -> list[tuple[Stage, Mapping[str, Any]]]:
     """The configured stages in pipeline order (probes, dam, enchtable); unknown or unavailable -> InputError."""
     unknown = sorted(set(sections) - set(STAGE_SECTIONS))

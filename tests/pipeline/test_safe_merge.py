@@ -118,7 +118,8 @@ def test_a_probe_failure_refuses(workspace):
     assert (first.value, first.threshold, first.input) == (0.97, 0.5, str(workspace.experts[1]))
 
 
-def test_a_configured_stage_that_does_not_exist_is_bad_input(workspace):
+def test_a_configured_stage_that_does_not_exist_is_bad_input(workspace, monkeypatch):
+    monkeypatch.delitem(STAGES, "dam")  # a build without the DAM stage
     with pytest.raises(InputError) as info:
         _run(workspace, config=workspace.config(guard={"dam": {"strength": 1}}))
     assert info.value.rule == "stage-unavailable"
