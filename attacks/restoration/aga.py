@@ -7,7 +7,9 @@ Each side is estimated separately (Â from Q, Ĉ ~ A^-T from K, B̂ from V, Ŷ ~
 along as an extra input column. Heads may additionally have been permuted (a function-preserving
 symmetry); the attack then matches each protected head to the base head it fits best (Hungarian
 algorithm on the least-squares residuals) before fitting. MergeLock's MLP hidden-unit permutation is
-undone first, by Hungarian matching of the units against the base (attacks/restoration/neurons.py).
+undone first, by Hungarian matching of the units against the base (attacks/restoration/neurons.py), and
+before that the residual-stream transform, by orthogonal Procrustes against the base's embeddings and
+matched MLP units (attacks/restoration/stream.py).
 On RoPE models the QK side is fitted in the only form the lock may use there (one complex scale per
 rotary plane and key/value group, restore_rotary_qk), which loses much less of the fine-tune than a
 general per-head fit (cosine to the true attention task vector 0.92-0.93 against 0.75-0.76 on the zoo LM).
@@ -148,11 +150,16 @@ def restore_block(protected: AttentionWeights, base: AttentionWeights, *, num_kv
 
 
 def aga_restore(protected: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor], *, config: Any,
-                match_heads: bool = True, match_neurons: bool = True,
-                structured: bool = True) -> dict[str, torch.Tensor]:
+                match_heads: bool = True, match_neurons: bool = True, structured: bool = True,
+                residual_form: str = "none") -> dict[str, torch.Tensor]:
     """The attacker's estimate of the unprotected fine-tune, from the protected model and the public base.
     With `structured` (default), RoPE models get the QK fit restricted to the form the lock must use
-    there (one scaled rotation per rotary plane); otherwise, and for models without RoPE, a general fit."""
+    there (one scaled rotation per rotary plane); otherwise, and for models without RoPE, a general fit.
+    residual_form: the lock's public `residual_form` ("rotation", "signed_permutation", "permutation",
+    "none"); the stream transform is undone first (attacks/restoration/stream.py)."""
+    from attacks.restoration.stream import restore_stream
+
+    protected = restore_stream(protected, base, config=config, form=residual_form)
     plan: LockPlan = plan_lock(protected.keys(), config)
     geo, layout = plan.geometry, plan.layout
     rotary = None

@@ -113,9 +113,16 @@ def _merge_circuit(method: str, base: torch.Tensor, experts: list[torch.Tensor],
 
 
 def circuit_merge(method: str, base: Mapping[str, torch.Tensor], experts: Sequence[Mapping[str, torch.Tensor]], *,
-                  config: Any, exclude=None, seed: int = 0, **params) -> dict[str, torch.Tensor]:
-    """Merge `experts` into `base`: attention in circuit space, everything else tensor by tensor."""
+                  config: Any, exclude=None, seed: int = 0, residual_forms: Sequence[str] | None = None,
+                  **params) -> dict[str, torch.Tensor]:
+    """Merge `experts` into `base`: attention in circuit space, everything else tensor by tensor.
+    residual_forms: per expert, the public `residual_form` of its lock; a transformed stream is first
+    brought back to the base's basis (Procrustes, attacks/restoration/stream.py): circuits live in it."""
+    from attacks.restoration.stream import restore_stream
     from guard.merge import merge_state_dicts
+
+    if residual_forms is not None:
+        experts = [restore_stream(e, base, config=config, form=f) for e, f in zip(experts, residual_forms, strict=True)]
 
     plan = plan_lock(base.keys(), config)
     geo, layout = plan.geometry, plan.layout

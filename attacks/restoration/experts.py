@@ -103,16 +103,23 @@ def is_head(name: str) -> bool:
     return name.startswith(HEAD)
 
 
+def head_of(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The classifier head of a ViT state dict, as {'weight', 'bias'}."""
+    return {k.removeprefix(HEAD): v for k, v in state.items() if k.startswith(HEAD)}
+
+
 @dataclasses.dataclass(frozen=True)
 class MergeSetup:
     """What the figures need: a base, experts with their own heads (state dicts with the module's tensor
-    names), the config, per-task accuracy of a body with a task's head, and the task's chance level."""
+    names), the config, per-task accuracy of a body with a task's head, and the task's chance level.
+    evaluate_fn(body, task, head_source): head_source is the state dict whose task head scores the body
+    (None: the task expert's own); setups without per-task heads ignore it."""
 
     root: pathlib.Path
     base: dict[str, torch.Tensor]
     experts: dict[str, dict[str, torch.Tensor]]
     config: object
-    evaluate_fn: Callable[[Mapping[str, torch.Tensor], str], float]
+    evaluate_fn: Callable[[Mapping[str, torch.Tensor], str, Mapping[str, torch.Tensor] | None], float]
     labels_fn: Callable[[str], torch.Tensor] | None
     name: str
     methods: Mapping[str, dict] | None = None  # merge settings; None: the run's defaults
@@ -122,15 +129,28 @@ class MergeSetup:
     metric: str = "accuracy"
     # An optional softer score (name, fn(state, task)), reported next to the metric for the default bound.
     secondary: tuple[str, Callable[[Mapping[str, torch.Tensor], str], float]] | None = None
+    test_size_fn: Callable[[str], int] | None = None  # held-out examples per task (for standard errors)
+    seed: int = 0
 
     @property
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.experts)
 
-    def evaluate(self, body: Mapping[str, torch.Tensor], task: str) -> float:
-        """Accuracy on `task`'s held-out split of `body` (for the ViT setups: non-head weights, scored
-        with the task expert's own head)."""
-        return self.evaluate_fn(body, task)
+    @property
+    def has_heads(self) -> bool:
+        """Per-task heads kept out of the merge (the ViT setups)."""
+        return self.exclude is not None
+
+    def evaluate(self, body: Mapping[str, torch.Tensor], task: str, *,
+                 head_source: Mapping[str, torch.Tensor] | None = None) -> float:
+        """Accuracy on `task`'s held-out split of `body` (for the ViT setups: non-head weights, scored with
+        the head of `head_source`, by default the task expert's own)."""
+        return self.evaluate_fn(body, task, head_source)
+
+    def test_size(self, task: str) -> int:
+        if self.test_size_fn is not None:
+            return self.test_size_fn(task)
+        return len(self.labels_fn(task)) if self.labels_fn is not None else 0
 
     def chance(self, task: str) -> float:
         """Accuracy of always answering the most frequent held-out label (or the setup's own floor)."""
@@ -172,28 +192,29 @@ def load_setup(*, root: str | pathlib.Path | None = None) -> MergeSetup:
         return y[split(len(y), "test")]
 
     return MergeSetup(path, state("base"), experts, transformers.AutoConfig.from_pretrained(path / "base"),
-                      lambda body, task: accuracy(body, experts[task], task), labels,
+                      lambda body, task, head: accuracy(body, experts[task] if head is None else head, task), labels,
                       f"digits-ViT ({SPEC['layers']} layers, hidden {SPEC['hidden']}, attacks/restoration/experts.py)")
 
 
-def load_zoo_setup(profile: str = "small") -> MergeSetup:
+def load_zoo_setup(profile: str = "small", *, seed: int = 0) -> MergeSetup:
     """The model zoo's vision family (guard.testing.zoo.vision) in the same shape."""
     import transformers
 
     from guard.testing.zoo import vision
 
-    family = vision.build_family(profile)
+    family = vision.build_family(profile, seed=seed)
     from guard.testing.zoo.vision.metrics import load_state
 
     experts = {task: load_state(family.expert_dir(task)) for task in family.tasks}
     size = family.profile.image_size
 
-    def evaluate(body, task):
-        model = vision.model_from_state(family.base_dir, body, family.head(task))
+    def evaluate(body, task, head_source):
+        head = family.head(task) if head_source is None else head_of(head_source)
+        model = vision.model_from_state(family.base_dir, body, head)
         return vision.accuracy(model, task, image_size=size)
 
     return MergeSetup(family.root, load_state(family.base_dir), experts,
                       transformers.AutoConfig.from_pretrained(family.base_dir), evaluate,
                       lambda task: family.task_data(task, "test")[1],
-                      f"zoo vision family, profile {profile} ({family.profile.layers} layers, "
-                      f"hidden {family.profile.hidden})")
+                      f"zoo vision family, profile {profile}, seed {seed} ({family.profile.layers} layers, "
+                      f"hidden {family.profile.hidden})", seed=seed)

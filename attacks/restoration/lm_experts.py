@@ -33,7 +33,7 @@ def load_lm_zoo_setup(profile: str = "small", *, seed: int = 0, root=None) -> Me
     experts = {task: lm_model.state_dict(path) for task, path in family.experts.items()}
     config = lm_model.load(family.base).config
 
-    def evaluate(state: Mapping[str, torch.Tensor], task: str) -> float:
+    def evaluate(state: Mapping[str, torch.Tensor], task: str, head_source=None) -> float:  # no per-task heads
         return family.evaluate(lm_model.from_state_dict(family.base, dict(state)), task)
 
     def token_accuracy(state: Mapping[str, torch.Tensor], task: str) -> float:
@@ -44,7 +44,8 @@ def load_lm_zoo_setup(profile: str = "small", *, seed: int = 0, root=None) -> Me
     prof = family.profile
     return MergeSetup(
         family.root, base, experts, config, evaluate, labels_fn=None,
-        name=(f"zoo LM family, profile {profile} (Llama-style: RoPE, GQA {config.num_attention_heads} query / "
-              f"{config.num_key_value_heads} KV heads, {prof.layers} layers, hidden {prof.hidden}; exact match)"),
+        name=(f"zoo LM family, profile {profile}, seed {seed} (Llama-style: RoPE, GQA {config.num_attention_heads} "
+              f"query / {config.num_key_value_heads} KV heads, {prof.layers} layers, hidden {prof.hidden}; exact match)"),
         methods=lm_merge_methods(prof), exclude=None, chance_fn=lambda task: 0.0, metric="exact match",
-        secondary=("token accuracy", token_accuracy))
+        secondary=("token accuracy", token_accuracy), test_size_fn=lambda task: len(family.held_out(task)),
+        seed=seed)

@@ -26,8 +26,10 @@ COMMANDS: dict[str, str] = {
     "protect": "guard.cli.protect:protect",
     "unlock": "guard.cli.unlock:unlock",
     "lock-keygen": "guard.cli.lock_keygen:lock_keygen",
+    "scan": "guard.cli.scan:scan_cmd",
     "safe-merge": "guard.cli.safe_merge:safe_merge",
     "serve": "guard.cli.serve:serve",
+    "safety-vector": "guard.cli.safety_vector:safety_vector",
 }
 
 HELP: dict[str, str] = {
@@ -39,8 +41,10 @@ HELP: dict[str, str] = {
     "protect": "Apply MergeLock to a model and sign the result.",
     "unlock": "Undo MergeLock with the lock key.",
     "lock-keygen": "Create a MergeLock key (32 random bytes, mode 0600).",
+    "scan": "Probe a model for backdoors, safety stripping and re-parameterisation.",
     "safe-merge": "Check every input against a policy, merge, and sign the result with provenance.",
     "serve": "Run the Hub webhook audit service (webhook, workers, dashboard).",
+    "safety-vector": "EnchTable: distil a signed safety vector from an aligned model (safety-vector distill).",
 }
 
 

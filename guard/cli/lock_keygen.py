@@ -15,5 +15,5 @@ def lock_keygen(out: pathlib.Path) -> int:
 
     key = generate_lock_key()
     write_lock_key(key, out)
-    click.echo(f"lock key written to {out} (id {key.key_id}); keep it secret")
+    click.echo(f"lock key written to {out} (fingerprint {key.fingerprint}, never published); keep it secret")
     return 0

@@ -6,6 +6,12 @@ leaves the MLPs where the fine-tune put them, up to a permutation of their hidde
 so the MLP distance is measured after matching each hidden unit to its nearest base unit. The signature
 is attention far, MLP near, layer after layer.
 
+The residual-stream transform (on by default) moves every weight, MLPs included, so it has a signature of
+its own: the tensors that only the stream transform touches (embeddings, position embeddings, output
+biases) sit about sqrt(2) x ||base|| away, while their Gram matrices (token-by-token inner products, which
+an orthogonal map of the stream leaves unchanged) stay where the base has them. A fine-tune moves neither
+much; an unrelated model moves both.
+
 Without the base (a weaker heuristic): gradient training keeps the two factors of each head's OV
 circuit roughly balanced (W_V W_V^T and W_O^T W_O have similar normalised spectra). A non-orthogonal
 B tips that balance. This cannot see an orthogonal B, so it only ever adds evidence.
@@ -30,6 +36,9 @@ FAR_NEAR_RATIO = 3.0  # ... and at least this many times the median MLP distance
 IMBALANCE_THRESHOLD = 0.9  # median normalised OV imbalance (base-free)
 _LAYER = re.compile(r"^(.*?\.\d+\.)")
 MATCHED_UNITS = 512  # hidden units per MLP block sampled for the permutation-invariant distance
+STREAM_FAR = 0.5  # stream tensors at or above this distance from the base ...
+GRAM_NEAR = 0.2  # ... with Gram matrices within this relative distance of the base's: a transformed stream
+GRAM_ROWS = 1024  # rows (tokens, positions, ...) sampled for the Gram comparison
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +99,37 @@ def _plan(names, config) -> LockPlan:
         return plan_lock(names, config)
 
 
+def _stream_rows(names: list[str], config: Any, state: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    """[rows, d]: every vector of the tensors that only the residual transform touches (embeddings,
+    position embeddings, output biases), a deterministic sample of at most GRAM_ROWS of them."""
+    try:
+        plan = plan_lock(names, config, mlp=True, residual="permutation")
+    except InputError:
+        return None
+    residual = plan.residual
+    others = set(plan.block_of()) | set(plan.mlp.block_of())
+    rows = []
+    for name, (axes, norm) in sorted(residual.tensors.items()):
+        if norm is not None or name in others or len(axes) != 1 or name not in state:
+            continue
+        tensor = state[name].to(torch.float64)
+        rows.append(tensor.movedim(axes[0] % tensor.ndim, -1).reshape(-1, residual.dim))
+    if not rows:
+        return None
+    stacked = torch.cat(rows)
+    return stacked[:: max(1, stacked.shape[0] // GRAM_ROWS)]
+
+
+def stream_distances(candidate: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor], *, config: Any,
+                     names: list[str]) -> tuple[float, float] | None:
+    """(distance, Gram distance) of the stream-only tensors from the base's, relative to the base's norms."""
+    cand, ref = _stream_rows(names, config, candidate), _stream_rows(names, config, base)
+    if cand is None or ref is None or cand.shape != ref.shape:
+        return None
+    gram_c, gram_b = cand @ cand.T, ref @ ref.T
+    return float((cand - ref).norm() / ref.norm()), float((gram_c - gram_b).norm() / gram_b.norm())
+
+
 def detect_with_base(candidate: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor], *,
                      config: Any) -> LockSignature:
     """Per layer relative distance of attention and of MLP weights from the base; flag the signature."""
@@ -115,16 +155,28 @@ def detect_with_base(candidate: Mapping[str, torch.Tensor], base: Mapping[str, t
     attn = statistics.median(r["attention"] for r in per_layer if "attention" in r)
     mlp_values = [r["mlp"] for r in per_layer if "mlp" in r]
     mlp = statistics.median(mlp_values) if mlp_values else 0.0
-    flagged = attn >= ATTENTION_FAR and attn >= FAR_NEAR_RATIO * mlp
+    attention_rule = attn >= ATTENTION_FAR and attn >= FAR_NEAR_RATIO * mlp
+    stream = stream_distances(candidate, base, config=config, names=names)
+    stream_rule = stream is not None and stream[0] >= STREAM_FAR and stream[1] <= GRAM_NEAR
     measurements = {"attention_distance_median": attn, "mlp_distance_median": mlp, "per_layer": per_layer,
-                    "thresholds": {"attention_far": ATTENTION_FAR, "far_near_ratio": FAR_NEAR_RATIO}}
-    if flagged:
-        message = (f"attention projections sit {attn:.3g} x ||base|| from the base while MLP weights sit "
-                   f"{mlp:.3g} x: the MergeLock signature (attention >= {ATTENTION_FAR} and >= "
-                   f"{FAR_NEAR_RATIO:g} x MLP); merging this model destroys the merge")
+                    "stream_distance": None if stream is None else stream[0],
+                    "stream_gram_distance": None if stream is None else stream[1],
+                    "thresholds": {"attention_far": ATTENTION_FAR, "far_near_ratio": FAR_NEAR_RATIO,
+                                   "stream_far": STREAM_FAR, "gram_near": GRAM_NEAR}}
+    reasons = []
+    if attention_rule:
+        reasons.append(f"attention projections sit {attn:.3g} x ||base|| from the base while MLP weights sit "
+                       f"{mlp:.3g} x (attention >= {ATTENTION_FAR} and >= {FAR_NEAR_RATIO:g} x MLP)")
+    if stream_rule:
+        reasons.append(f"the embeddings sit {stream[0]:.3g} x ||base|| from the base's while their Gram matrix "
+                       f"is within {stream[1]:.3g} of it (a secret orthogonal map of the residual stream)")
+    if reasons:
+        message = "the MergeLock signature: " + "; ".join(reasons) + "; merging this model destroys the merge"
     else:
-        message = f"no MergeLock signature: attention distance {attn:.3g}, MLP distance {mlp:.3g} (median over layers)"
-    return LockSignature(flagged, "mergelock-signature", message, measurements)
+        extra = "" if stream is None else f", embeddings {stream[0]:.3g} (Gram {stream[1]:.3g})"
+        message = (f"no MergeLock signature: attention distance {attn:.3g}, MLP distance {mlp:.3g} (median over "
+                   f"layers){extra}")
+    return LockSignature(bool(reasons), "mergelock-signature", message, measurements)
 
 
 def ov_imbalance(candidate: Mapping[str, torch.Tensor], *, config: Any) -> list[float]:
@@ -178,7 +230,8 @@ def detect_model_dir(candidate, base=None) -> LockSignature:
     """`guard inspect` entry point: candidate and optional base are opened guard.artifacts ModelDirs.
     With a base: the attention-far / MLP-near signature; without: the OV-imbalance heuristic.
     Raises InputError (rule lock-unsupported / lock-no-config / lock-layout) where MergeLock does not apply."""
-    from guard.lock.protect import LOCK_FILE, transformers_config
+    from guard.lock.lockfile import LOCK_FILE
+    from guard.lock.modeling import transformers_config
     config = transformers_config(candidate.config, path=candidate.root)
     if base is None:
         finding = detect_without_base(_LazyTensors(candidate), config=config)

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from guard.errors import InputError
-from guard.lock.keys import LockKey
+from guard.lock.keys import RunKey
 from guard.lock.layouts.base import Layout, MlpLayout
+from guard.lock.reindex import take
 from guard.lock.sampling import SeedStream, permutation
 
 Part = tuple[str, str]  # (projection name, "weight" | "bias")
@@ -93,23 +94,22 @@ def hidden_units(mlp: MlpLayout, parts: Mapping[Part, torch.Tensor], *, path=Non
 
 def permute_block(mlp: MlpLayout, parts: Mapping[Part, torch.Tensor], perm) -> dict[Part, torch.Tensor]:
     """Reorder the hidden units of one MLP block: new unit j is old unit perm[j]. Exact (an index copy)."""
-    index = torch.as_tensor(np.asarray(perm), dtype=torch.long)
     out = {}
     for (proj, kind), tensor in parts.items():
         axis = _unit_axis(mlp, proj, kind)
         if mlp.roles[proj] == "in_pair":  # [gate; up] halves get the same permutation
             halves = tensor.reshape(2, tensor.shape[0] // 2, *tensor.shape[1:])
-            out[(proj, kind)] = halves.index_select(1, index).reshape(tensor.shape).contiguous()
+            out[(proj, kind)] = take(halves, perm, 1).reshape(tensor.shape)
         else:
-            out[(proj, kind)] = tensor.index_select(axis, index).contiguous()
+            out[(proj, kind)] = take(tensor, perm, axis)
     return out
 
 
-def derive_permutation(key: LockKey, *, block: str, units: int) -> np.ndarray:
+def derive_permutation(key: RunKey, *, block: str, units: int) -> np.ndarray:
     return permutation(SeedStream(key.derive_seed(block=block, group=0, branch="mlp")), units)
 
 
-def lock_mlp_block(plan: MlpPlan, block: str, tensors: Mapping[str, torch.Tensor], *, key: LockKey,
+def lock_mlp_block(plan: MlpPlan, block: str, tensors: Mapping[str, torch.Tensor], *, key: RunKey,
                    inverse: bool = False, path=None) -> dict[str, torch.Tensor]:
     """Permute (or, with inverse=True, un-permute) the hidden units of one MLP block."""
     names = plan.blocks[block]

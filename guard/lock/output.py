@@ -12,20 +12,26 @@ and the transform of the next block; at most `max_pending_bytes` of results wait
 is therefore about one attention or MLP block, its result and the results still being written,
 whatever the shard size. The files go to the staging directory that `guard.lock.protect` renames into place once self-checked;
 `sync()` fsyncs them (run beside the self-check) so a renamed output is durable.
+
+Each tensor's bytes become readable from the output (`read_back`) as soon as they are written, so the
+self-check's forward through the protected model runs while later tensors are still being transformed.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import pathlib
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 
-from guard.artifacts.tensors import open_shard, read_tensor
+from guard.artifacts.tensors import open_shard, read_buffer, read_tensor
 from guard.artifacts.writer import header_bytes
 from guard.errors import InputError
 
@@ -53,6 +59,8 @@ class LockedShards:
         self._dst: dict[str, int] = {}
         self._offset: dict[str, int] = {}  # tensor name -> absolute offset in its output shard
         self._pending: set[str] = set()
+        self._written: dict[str, threading.Event] = {}  # set once the tensor's bytes are in the output
+        self._aborted = False
         self.written: list[pathlib.Path] = []
 
     def __enter__(self) -> LockedShards:
@@ -90,7 +98,25 @@ class LockedShards:
             self._io.shutdown(wait=True)
         finally:
             self._futures.clear()
+            self._abort_readers()
             self._close_files()
+
+    def _abort_readers(self) -> None:
+        """Wake every reader still waiting for a tensor that will now never be written."""
+        unfinished = [event for event in self._written.values() if not event.is_set()]
+        if unfinished:
+            self._aborted = True
+            for event in unfinished:
+                event.set()
+
+    def read_back(self, name: str) -> np.ndarray:
+        """The bytes of `name` as written to the output, once they are (blocks until then)."""
+        self._written[name].wait()
+        info = self.model.tensors[name]
+        fd = self._dst.get(info.shard)
+        if self._aborted or fd is None:
+            raise RuntimeError(f"the output stopped being written before {name!r}")
+        return read_buffer(fd, _at(info, self._offset[name]), self.out_dir / info.shard)
 
     def _close_files(self) -> None:
         for fd in (*self._src.values(), *self._dst.values()):
@@ -111,30 +137,42 @@ class LockedShards:
         data_start = len(raw)
         dst_path = self.out_dir / shard
         dst_path.parent.mkdir(parents=True, exist_ok=True)
-        dst = os.open(dst_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        dst = os.open(dst_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         self._dst[shard] = dst
         self.written.append(dst_path)
         _write_all(dst, raw, 0)
         os.ftruncate(dst, data_start + offset)  # the final size up front: positional writes fill it in
         # Copy every maximal run of untouched tensors in one kernel call.
         run_src = run_dst = run_len = 0
+        run_names: list[str] = []
         position = data_start
         for info in infos:
             self._offset[info.name] = position
+            self._written[info.name] = threading.Event()
             if info.name in self._transformed:
                 self._pending.add(info.name)
                 if run_len:
-                    self._submit(_copy_range, src, dst, run_src, run_dst, run_len)
-                run_len = 0
+                    self._submit(self._copy_run, src, dst, run_src, run_dst, run_len, run_names)
+                run_len, run_names = 0, []
             elif run_len and run_src + run_len == info.begin:
                 run_len += info.nbytes
+                run_names.append(info.name)
             else:
                 if run_len:
-                    self._submit(_copy_range, src, dst, run_src, run_dst, run_len)
-                run_src, run_dst, run_len = info.begin, position, info.nbytes
+                    self._submit(self._copy_run, src, dst, run_src, run_dst, run_len, run_names)
+                run_src, run_dst, run_len, run_names = info.begin, position, info.nbytes, [info.name]
             position += info.nbytes
         if run_len:
-            self._submit(_copy_range, src, dst, run_src, run_dst, run_len)
+            self._submit(self._copy_run, src, dst, run_src, run_dst, run_len, run_names)
+
+    def _copy_run(self, src: int, dst: int, src_offset: int, dst_offset: int, length: int, names: list[str]) -> None:
+        _copy_range(src, dst, src_offset, dst_offset, length)
+        for name in names:
+            self._written[name].set()
+
+    def _write_tensor(self, name: str, fd: int, data, offset: int) -> None:
+        _write_all(fd, data, offset)
+        self._written[name].set()
 
     def read(self, name: str) -> torch.Tensor:
         """A transformed-to-be tensor's value, read from its validated offsets."""
@@ -150,7 +188,9 @@ class LockedShards:
         self._pending.discard(name)
         if info.nbytes:
             flat = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-            self._submit(_write_all, self._dst[info.shard], flat, self._offset[name], nbytes=info.nbytes)
+            self._submit(self._write_tensor, name, self._dst[info.shard], flat, self._offset[name], nbytes=info.nbytes)
+        else:
+            self._written[name].set()
 
     def read_dtype(self, name: str) -> torch.dtype:
         from guard.artifacts.dtypes import torch_dtype
@@ -169,6 +209,11 @@ class LockedShards:
             path = self.out_dir / index_relpath
             path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             self.written.append(path)
+
+
+def _at(info, offset: int):
+    """`info` (a validated TensorInfo) placed at `offset` of the output shard."""
+    return dataclasses.replace(info, begin=offset, end=offset + info.nbytes)
 
 
 def _write_all(fd: int, data, offset: int) -> None:

@@ -8,8 +8,9 @@ from typing import Any
 
 from guard.errors import InputError
 from guard.lock.layouts import layout_for
-from guard.lock.layouts.base import HeadGeometry, Layout, Role
+from guard.lock.layouts.base import HeadGeometry, Layout, Role, config_value
 from guard.lock.mlp import MlpPlan, plan_mlp
+from guard.lock.residual import ResidualPlan, plan_residual
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +20,7 @@ class LockPlan:
     # block prefix -> (role, kind) -> tensor name; the o bias is not listed (it is never transformed)
     blocks: Mapping[str, Mapping[tuple[Role, str], str]]
     mlp: MlpPlan | None = None  # the MLP blocks whose hidden units are permuted (None: attention only)
+    residual: ResidualPlan | None = None  # the residual-stream transform (None: the stream is left alone)
 
     def block_of(self) -> dict[str, str]:
         """tensor name -> block prefix, for the tensors the lock transforms."""
@@ -37,9 +39,10 @@ class LockPlan:
         }
 
 
-def plan_lock(names: Iterable[str], config: Any, *, path=None, mlp: bool = False) -> LockPlan:
+def plan_lock(names: Iterable[str], config: Any, *, path=None, mlp: bool = False, residual: str = "none") -> LockPlan:
     """Group the attention tensors of a checkpoint into blocks and check them against the config;
-    with mlp=True also the MLP blocks whose hidden units get permuted."""
+    with mlp=True also the MLP blocks whose hidden units get permuted; with residual "rotation" or
+    "permutation" also every tensor that reads or writes the residual stream (residual.py)."""
     names = list(names)
     layout = layout_for(getattr(config, "model_type", None), path=path)
     try:
@@ -67,7 +70,12 @@ def plan_lock(names: Iterable[str], config: Any, *, path=None, mlp: bool = False
         missing = sorted(f"{role}.{kind}" for role, kind in required - set(parts))
         if missing:
             raise InputError(f"attention block {block!r} lacks {', '.join(missing)}", path=path, rule="lock-layout")
-    return LockPlan(layout, geometry, blocks, plan_mlp(names, layout, config, path=path) if mlp else None)
+    residual_plan = None
+    if residual != "none":
+        dim = config_value(config, "hidden_size", "n_embd", "d_model")
+        residual_plan = plan_residual(names, layout.residual, config, requested=residual, dim=dim, path=path)
+    return LockPlan(layout, geometry, blocks, plan_mlp(names, layout, config, path=path) if mlp else None,
+                    residual_plan)
 
 
 def check_shapes(plan: LockPlan, block: str, shapes: Mapping[tuple[Role, str], tuple[int, ...]], *, path=None) -> None:

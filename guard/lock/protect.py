@@ -10,25 +10,25 @@ then renamed to OUT: partial or failed work never looks complete.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-import json
+import gc
 import os
 import pathlib
 import shutil
-import tempfile
 import time
 from typing import Any
 
-from guard.errors import InputError, PolicyRefusal, VerificationError
-from guard.lock.keys import LockKey
+from guard.errors import InputError, PolicyRefusal
+from guard.lock.keys import LockKey, RunKey
+from guard.lock.lockfile import LOCK_FILE, VERSION, open_lock, read_lock_file, seal, write_lock_file
 from guard.lock.mlp import lock_mlp_block
+from guard.lock.modeling import model_class, outputs_residual_stream, transformers_config
 from guard.lock.plan import LockPlan, plan_lock
-from guard.lock.selfcheck import SelfCheck, require_pass, self_check, streamed_probe_output
-from guard.lock.state import DEFAULT_BOUND, lock_block
+from guard.lock.selfcheck import SelfCheck, probe_pair, require_pass, self_check
+from guard.lock.residual import FORMS
+from guard.lock.state import DEFAULT_RESIDUAL, default_bound, lock_block, residual_applier
 
-LOCK_FILE = "guard_lock.json"
-FORMAT = "guard-mergelock"
-VERSION = 1
 _SIGNATURE = "model.sig"
 _INDEX = "model.safetensors.index.json"
 # Kinds that are copied verbatim; anything else that can carry weights (another safetensors file, GGUF,
@@ -45,51 +45,63 @@ class LockResult:
     seconds: dict[str, float]  # wall time of each phase: transform (stream + write), selfcheck, sign, sync
 
 
-def protect_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, bound: float = DEFAULT_BOUND,
-                  signer=None, mlp_permute: bool = True) -> LockResult:
+def protect_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, bound: float | None = None,
+                  signer=None, mlp_permute: bool = True, residual: str = DEFAULT_RESIDUAL) -> LockResult:
     """Write a MergeLock-protected copy of the model at `src` to `out` (which must not exist).
-    mlp_permute: also permute every MLP's hidden units with a key-derived permutation (exact)."""
-    if not bound > 1.0 or bound > 64.0:
+    bound: the transforms' singular values lie in [1/bound, bound]; None: 8, or 4 for 16-bit weights.
+    mlp_permute: also permute every MLP's hidden units with a key-derived permutation (exact).
+    residual: "rotation", "permutation" or "none": the residual-stream transform (guard.lock.residual)."""
+    if bound is not None and (not bound > 1.0 or bound > 64.0):
         raise InputError(f"bound must be in (1, 64], got {bound}", rule="lock-bound")
-    model, config, plan = _open(src, mlp=mlp_permute)
+    if residual not in FORMS:
+        raise InputError(f"residual must be one of {', '.join(FORMS)}, got {residual!r}", rule="lock-residual")
+    model, config, plan = _open(src, mlp=mlp_permute, residual=residual)
+    bound = default_bound(model.dtype_counts()) if bound is None else bound
     if LOCK_FILE in {f.relpath for f in model.files}:
         raise InputError(f"already MergeLock-protected ({LOCK_FILE} present); unlock it first", path=src,
                          rule="lock-already-protected")
-    metadata = {"format": FORMAT, "version": VERSION, "key_id": key.key_id, "bound": bound,
-                **plan.describe(), "dtypes": model.dtype_counts(), "mlp_permute": mlp_permute,
+    run = key.fresh_run()  # a new nonce: this output shares no key-derived value with any other
+    metadata = {"bound": bound, **plan.describe(), "dtypes": model.dtype_counts(), "mlp_permute": mlp_permute,
                 "mlp": _describe_mlp(plan, model)}
-    return _rewrite(model, out, plan=plan, key=key, bound=bound, inverse=False, metadata=metadata, signer=signer)
+    # The residual form actually used (a rotation is not exact everywhere), which unlock must regenerate.
+    metadata["residual_form"] = "none" if plan.residual is None else plan.residual.form
+    if plan.residual is not None:
+        metadata["residual"] = plan.residual.describe()
+    elif residual == "none":
+        metadata["residual"] = "unchanged (--residual none)"
+    else:
+        metadata["residual"] = ("unchanged: this model's output is its residual stream (a base model's "
+                                "last_hidden_state), which the transform would change")
+    return _rewrite(model, out, plan=plan, key=run, bound=bound, inverse=False, metadata=metadata, signer=signer)
 
 
-def unlock_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, signer=None) -> LockResult:
-    """Restore the original weights of a protected model with its lock key."""
+def unlock_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey, signer=None,
+                 allow_legacy: bool = False, verifier=None, signature: str | os.PathLike | None = None) -> LockResult:
+    """Restore the original weights of a protected model with its lock key. The lock file must carry the
+    key's id for its nonce and an intact MAC (format v1, which has none, only with allow_legacy).
+    With a `verifier` (guard.signing), the protected model's signature is checked first and every byte
+    unlock reads, guard_lock.json included, comes from the verified copy (guard.signing.open_verified_model)."""
+    if verifier is None:
+        return _unlock(src, out, key=key, signer=signer, allow_legacy=allow_legacy)
+    from guard.signing.verified_model import open_verified_model
+
+    with open_verified_model(src, signature=signature, verifier=verifier) as verified:
+        return _unlock(verified, out, key=key, signer=signer, allow_legacy=allow_legacy)
+
+
+def _unlock(src, out, *, key: LockKey, signer, allow_legacy: bool) -> LockResult:
     model, config, _ = _open(src)
-    metadata = read_lock_metadata(model.root, present={f.relpath for f in model.files})
-    if metadata["key_id"] != key.key_id:
-        raise VerificationError(
-            f"wrong lock key: its id {key.key_id} does not match the model's {metadata['key_id']}",
-            path=model.root / LOCK_FILE, rule="lock-wrong-key")
-    plan = plan_lock(model.tensors.keys(), config, path=src, mlp=metadata["mlp_permute"])
-    return _rewrite(model, out, plan=plan, key=key, bound=float(metadata["bound"]), inverse=True, metadata=None,
+    src = model.root
+    metadata = read_lock_file(model.root, present={f.relpath for f in model.files})
+    run = open_lock(metadata, key, path=model.root, allow_legacy=allow_legacy)
+    form = metadata.get("residual_form", "none")  # v1 files predate the residual transform
+    plan = plan_lock(model.tensors.keys(), config, path=src, mlp=metadata["mlp_permute"],
+                     residual={"none": "none", "rotation": "rotation"}.get(form, "permutation"))
+    if (plan.residual.form if plan.residual is not None else "none") != form:
+        raise InputError(f"{LOCK_FILE} records the residual form {form!r}, which this model's config does not "
+                         "admit (was config.json changed?)", path=model.root, rule="lock-metadata")
+    return _rewrite(model, out, plan=plan, key=run, bound=float(metadata["bound"]), inverse=True, metadata=None,
                     signer=signer)
-
-
-def read_lock_metadata(root: pathlib.Path, *, present: set[str]) -> dict[str, Any]:
-    path = root / LOCK_FILE
-    if LOCK_FILE not in present:
-        raise InputError(f"not a MergeLock-protected model (no {LOCK_FILE})", path=root, rule="lock-not-protected")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"unreadable lock metadata: {exc}", path=path, rule="lock-metadata") from None
-    ok = (isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == VERSION
-          and isinstance(data.get("key_id"), str) and isinstance(data.get("bound"), (int, float))
-          and 1.0 < float(data["bound"]) <= 64.0 and isinstance(data.setdefault("mlp_permute", False), bool))
-    # (metadata written before the MLP hardening has no mlp_permute: those models were attention-only)
-    if not ok:
-        raise InputError(f"lock metadata is not {FORMAT} v{VERSION} with a key_id and a bound in (1, 64]",
-                         path=path, rule="lock-metadata")
-    return data
 
 
 def _describe_mlp(plan: LockPlan, model) -> str:
@@ -98,10 +110,12 @@ def _describe_mlp(plan: LockPlan, model) -> str:
     return plan.mlp.describe({name: model.tensors[name].shape for name in plan.mlp.block_of()})
 
 
-def _open(src: str | os.PathLike, *, mlp: bool = False):
+def _open(src, *, mlp: bool = False, residual: str = "none"):
+    """(ModelDir, transformers config, LockPlan) for a path or an already validated ModelDir."""
     from guard.artifacts import open_model_dir
 
-    model = open_model_dir(src)
+    model = src if hasattr(src, "tensors") else open_model_dir(src)
+    src = model.root
     refused = model.refused()
     if refused:
         first = refused[0]
@@ -110,81 +124,113 @@ def _open(src: str | os.PathLike, *, mlp: bool = False):
     if not model.tensors:
         raise InputError("no safetensors weights to protect", path=src, rule="lock-no-weights")
     config = transformers_config(model.config, path=src)
-    return model, config, plan_lock(model.tensors.keys(), config, path=src, mlp=mlp)
+    model_class(config, path=src)  # an architecture the self-check could not build is refused before writing
+    if residual != "none" and outputs_residual_stream(config, path=src):
+        residual = "none"  # the output would come out transformed too: not the same function
+    plan = plan_lock(model.tensors.keys(), config, path=src, mlp=mlp, residual=residual)
+    if plan.residual is not None:
+        from guard.lock.residual import check_residual_shapes
+
+        check_residual_shapes(plan.residual, {name: info.shape for name, info in model.tensors.items()}, path=src)
+    return model, config, plan
 
 
-def transformers_config(raw: dict | None, *, path=None):
-    """The transformers config object for a validated config.json (built-in classes only, no remote code)."""
-    if raw is None:
-        raise InputError("no config.json: MergeLock needs the architecture", path=path, rule="lock-no-config")
-    from guard.lock.layouts import layout_for
-
-    layout_for(raw.get("model_type"), path=path)  # refuse unsupported architectures before transformers
-    import transformers
-
-    try:
-        return transformers.CONFIG_MAPPING[raw["model_type"]].from_dict(dict(raw))
-    except Exception as exc:  # noqa: BLE001 - transformers' validators raise many types; all mean bad input
-        raise InputError(f"config.json is not a valid {raw['model_type']} config: {exc}", path=path,
-                         rule="lock-config") from None
-
-
-def _rewrite(model, out, *, plan: LockPlan, key: LockKey, bound: float, inverse: bool, metadata: dict | None,
+def _rewrite(model, out, *, plan: LockPlan, key: RunKey, bound: float, inverse: bool, metadata: dict | None,
              signer) -> LockResult:
     from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import wait as futures_wait
 
-    from guard.artifacts.atomic import fsync_dir, fsync_tree
+    from guard.artifacts.atomic import atomic_directory, fsync_tree
     from guard.lock.output import LockedShards
 
     out = pathlib.Path(out)
-    if out.exists() or out.is_symlink():
-        raise InputError("output already exists", path=out, rule="output-exists")
     copies = _files_to_copy(model, inverse=inverse)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.guard-lock-", dir=out.parent))
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="guard-lock")
-    try:
-        # The original's half of the self-check (imports, forward) runs while the shards are written.
-        reference = background.submit(streamed_probe_output, model)
-        staged = staging / out.name
-        staged.mkdir()
-        shard_metadata = {} if inverse else {"guard.mergelock": str(VERSION), "guard.lock_key_id": key.key_id}
-        with LockedShards(model, staged, transformed=_unit_of(plan), metadata=shard_metadata) as shards:
-            _stream(model, shards, plan=plan, key=key, bound=bound, inverse=inverse)
-            shards.finish(model.index)
-        for rel in copies:
-            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(model.root / rel, staged / rel, follow_symlinks=False)
-        seconds["transform"] = time.perf_counter() - started
-        # Flush the written bytes to disk while the self-check runs (it reads them from the page cache).
-        syncing = background.submit(fsync_tree, staged)
-        check = self_check(model, _open_staged(staged), reference=reference)
-        seconds["selfcheck"] = time.perf_counter() - started - seconds["transform"]
-        require_pass(check, path=model.root)
-        if metadata is not None:
-            metadata = {**metadata, "selfcheck": check.as_metadata()}
-            (staged / LOCK_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        signature = None
-        if signer is not None:
-            from guard.signing import sign_model
+    signature = None
+    # The output is built in a private staging directory that already carries OUT's name (so a signature
+    # made there names the final directory), fsynced and renamed into place only once it has passed the
+    # self-check (guard.artifacts.atomic: the one atomic-write helper).
+    with atomic_directory(out) as staged:
+        # Both halves of the self-check run while the shards are written: the original's forward reads the
+        # input, the candidate's reads each output tensor as soon as it is written (LockedShards.read_back).
+        background = ThreadPoolExecutor(max_workers=3, thread_name_prefix="guard-lock")
+        threads = torch_threads(1)  # the transform workers and both forwards share the cores
+        # The imports (transformers) leave millions of objects that every cyclic collection would walk again
+        # (7.7% of protect's samples on a 1.3 GB model); the stream makes no cycles worth collecting.
+        gc.freeze()
+        gc.disable()
+        try:
+            shard_metadata = {} if inverse else {"guard.mergelock": str(VERSION), "guard.lock_key_id": key.key_id}
+            with LockedShards(model, staged, transformed=_unit_of(plan), metadata=shard_metadata) as shards:
+                from guard.lock.streamed import TensorLoader
 
-            signature = sign_model(staged, signer=signer)
-        seconds["sign"] = time.perf_counter() - started - seconds["transform"] - seconds["selfcheck"]
-        syncing.result()  # re-raises a failed fsync here
-        fsync_tree(staged)  # the small files written since (lock metadata, signature); the rest is clean
-        seconds["sync"] = time.perf_counter() - started - sum(seconds.values())
-        if out.exists() or out.is_symlink():
-            raise InputError("output appeared while working", path=out, rule="output-exists")
-        staged.chmod(0o777 & ~_umask())  # temp dirs are created 0700; the result is an ordinary directory
-        os.rename(staged, out)
-        fsync_dir(out.parent)
-        signature = None if signature is None else out / signature.name
-    finally:
-        background.shutdown(wait=True)  # no thread outlives the call, even on failure
-        shutil.rmtree(staging, ignore_errors=True)
-    return LockResult(out, metadata or {}, check, signature, seconds)
+                # The candidate has the original's names, dtypes and shapes (the output mirrors them); its
+                # bytes are read from the output as each tensor is written.
+                reference, candidate = probe_pair(model, TensorLoader(model, read_bytes=shards.read_back),
+                                                  background)
+                try:
+                    _stream(model, shards, plan=plan, key=key, bound=bound, inverse=inverse)
+                    shards.finish(model.index)
+                except BaseException:
+                    _wait_quietly(candidate, shards)
+                    raise
+                for rel in copies:
+                    (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(model.root / rel, staged / rel, follow_symlinks=False)
+                seconds["transform"] = time.perf_counter() - started
+                # Flush the written bytes to disk while the candidate's forward finishes reading them.
+                syncing = background.submit(fsync_tree, staged)
+                futures_wait([candidate])  # it reads through the output's descriptors, closed on leaving
+            written = _open_staged(staged)
+            _same_layout(model, written)
+            check = self_check(model, written, reference=reference, candidate=candidate)
+            seconds["selfcheck"] = time.perf_counter() - started - seconds["transform"]
+            require_pass(check, path=model.root)
+            if metadata is not None:
+                metadata = seal({**metadata, "selfcheck": check.as_metadata()}, key)
+                write_lock_file(staged, metadata)
+            if signer is not None:
+                from guard.signing import sign_model
+
+                signature = sign_model(staged, signer=signer).name
+            seconds["sign"] = time.perf_counter() - started - seconds["transform"] - seconds["selfcheck"]
+            syncing.result()  # re-raises a failed fsync here
+        finally:
+            background.shutdown(wait=True)  # no thread outlives the call (nor writes into a removed staging)
+            gc.enable()
+            gc.unfreeze()
+            torch_threads(threads)
+        # Leaving the block fsyncs the small files written since (lock metadata, signature; the shards are
+        # clean by now) and renames the staging directory to OUT.
+    seconds["sync"] = time.perf_counter() - started - sum(seconds.values())
+    return LockResult(out, metadata or {}, check, None if signature is None else out / signature, seconds)
+
+
+def torch_threads(count: int) -> int:
+    """Set torch's intra-op thread count; returns the previous one."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    return previous
+
+
+def _wait_quietly(candidate, shards) -> None:
+    """The stream failed: stop the candidate's forward (it waits for tensors that will not come)."""
+    shards.close()
+    try:
+        candidate.result()
+    except Exception:  # noqa: BLE001 - the stream's own error is the one to report
+        pass
+
+
+def _same_layout(model, written) -> None:
+    """The staged output's validated tensor table mirrors the input's (what read_back assumed)."""
+    ours = [(i.name, i.dtype, i.shape, i.shard, i.nbytes) for i in model.tensors.values()]
+    theirs = [(i.name, i.dtype, i.shape, i.shard, i.nbytes) for i in written.tensors.values()]
+    if ours != theirs:
+        raise RuntimeError("the written shards do not mirror the input's tensors")
 
 
 def _open_staged(staged: pathlib.Path):
@@ -213,34 +259,59 @@ def _unit_of(plan: LockPlan) -> dict[str, tuple[str, str]]:
     unit_of = {name: ("attention", block) for name, block in plan.block_of().items()}
     if plan.mlp is not None:
         unit_of.update({name: ("mlp", block) for name, block in plan.mlp.block_of().items()})
+    if plan.residual is not None:  # residual-only tensors (embeddings, norms, heads, output biases): one each
+        unit_of.update({name: ("residual", name) for name in plan.residual.names() if name not in unit_of})
     return unit_of
 
 
-def _stream(model, shards, *, plan: LockPlan, key: LockKey, bound: float, inverse: bool) -> None:
-    """Read the tensors the lock rewrites in file order; transform each block once it is complete and
-    write it at its place. (LockedShards copied the other tensors without reading them.)"""
+WORKERS = 2  # transform threads (torch and numpy release the GIL in their kernels)
+
+
+def _stream(model, shards, *, plan: LockPlan, key: RunKey, bound: float, inverse: bool) -> None:
+    """Read the tensors the lock rewrites in file order; once a block is complete, transform it on a worker
+    thread and write it at its place. (LockedShards copied the other tensors without reading them.)
+    At most WORKERS blocks are transformed at once; results are handed to the writer as they finish."""
+    from concurrent.futures import ThreadPoolExecutor
+
     unit_of = _unit_of(plan)
+    residual_names = plan.residual.names() if plan.residual is not None else set()
+    # The norm gains (d floats each) come first: every reader of the stream needs its norm's.
+    norms = {name: shards.read(name) for name in plan.residual.norm_names()} if plan.residual is not None else {}
+    residual = residual_applier(plan, norms, key=key, inverse=inverse, path=model.root)
+
+    def transform(kind: str, block: str, held: dict[str, Any]) -> dict[str, Any]:
+        if residual is not None and inverse:  # unlock undoes the steps in reverse order
+            held = {n: residual(n, t) if n in residual_names else t for n, t in held.items()}
+        if kind == "mlp":
+            held = lock_mlp_block(plan.mlp, block, held, key=key, inverse=inverse, path=model.root)
+        elif kind == "attention":
+            held = lock_block(plan, block, held, key=key, bound=bound, inverse=inverse, path=model.root)
+        if residual is not None and not inverse:
+            held = {n: residual(n, t) if n in residual_names else t for n, t in held.items()}
+        return held
+
+    def hand_over(future) -> None:
+        for locked_name, tensor in future.result().items():
+            shards.put(locked_name, tensor)
+
     waiting: dict[tuple[str, str], dict[str, Any]] = {}
-    for name in model.tensors:  # shard, then offset order: sequential reads
-        unit = unit_of.get(name)
-        if unit is None:
-            continue
-        held = waiting.setdefault(unit, {})
-        held[name] = shards.read(name)
-        kind, block = unit
-        if kind == "mlp" and len(held) == len(plan.mlp.blocks[block]):
+    running: collections.deque = collections.deque()
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="guard-lock-transform") as workers:
+        for name in model.tensors:  # shard, then offset order: sequential reads
+            unit = unit_of.get(name)
+            if unit is None:
+                continue
+            held = waiting.setdefault(unit, {})
+            held[name] = norms[name] if name in norms else shards.read(name)
+            kind, block = unit
+            if kind == "mlp" and len(held) < len(plan.mlp.blocks[block]):
+                continue
+            if kind == "attention" and len(held) < len(plan.blocks[block]):
+                continue
             del waiting[unit]
-            locked = lock_mlp_block(plan.mlp, block, held, key=key, inverse=inverse, path=model.root)
-        elif kind == "attention" and len(held) == len(plan.blocks[block]):
-            del waiting[unit]
-            locked = lock_block(plan, block, held, key=key, bound=bound, inverse=inverse, path=model.root)
-        else:
-            continue
-        for locked_name in held:
-            shards.put(locked_name, locked[locked_name])
+            running.append(workers.submit(transform, kind, block, held))
+            while running and (len(running) > WORKERS or running[0].done()):
+                hand_over(running.popleft())
+        while running:
+            hand_over(running.popleft())
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -47,33 +47,16 @@ def haar_orthogonal(stream: SeedStream, n: int) -> np.ndarray:
 
 
 def householder_qr(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(Q, diag(R)) of a square matrix by Householder reflections, in plain numpy element-wise kernels.
+    """(Q, diag(R)) of a square float64 matrix, by LAPACK through torch (0.7 ms for 128 x 128, against
+    4.6 ms for the plain-numpy Householder loop this replaced). With R's diagonal sign-fixed (by the
+    caller) the factor Q is unique, so any QR gives the same Q up to rounding (~1e-15; tested against a
+    reference Householder QR) and keys derived by earlier versions unlock the same. Called through
+    torch rather than numpy because numpy's threaded BLAS spun its threads on the loaded 2-core machine
+    (1.2 s for one 128 x 128 QR at load 8)."""
+    import torch
 
-    Why not np.linalg.qr: it calls a multi-threaded BLAS, which on a loaded machine spins its threads
-    (measured 1.2 s for one 128 x 128 QR at load 8 on 2 cores, 0.75 ms with one thread). With R's
-    diagonal sign-fixed the factor Q is unique, so this gives LAPACK's Q up to rounding (~1e-15; tested)
-    and keys derived by earlier versions unlock the same."""
-    n = m.shape[0]
-    r = np.array(m, dtype=np.float64)
-    reflectors = []
-    for k in range(n - 1):
-        x = r[k:, k]
-        alpha = -math.copysign(math.sqrt(float(np.einsum("i,i->", x, x))), x[0])
-        v = x.copy()
-        v[0] -= alpha
-        norm2 = float(np.einsum("i,i->", v, v))
-        if norm2 == 0.0:  # column already reduced
-            reflectors.append(None)
-            continue
-        v /= math.sqrt(norm2)
-        r[k:, k:] -= 2.0 * np.multiply.outer(v, np.einsum("i,ij->j", v, r[k:, k:]))
-        reflectors.append(v)
-    q = np.eye(n)
-    for k in range(n - 2, -1, -1):  # Q = H_0 H_1 ... H_(n-2), applied to I from the right end
-        v = reflectors[k]
-        if v is not None:
-            q[k:, :] -= 2.0 * np.multiply.outer(v, np.einsum("i,ij->j", v, q[k:, :]))
-    return q, np.diag(r).copy()
+    q, r = torch.linalg.qr(torch.from_numpy(np.ascontiguousarray(m, dtype=np.float64)))
+    return q.numpy(), torch.diagonal(r).numpy().copy()
 
 
 def log_uniform(stream: SeedStream, n: int, bound: float) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import pathlib
+import threading
 
 import torch
 
@@ -25,6 +26,11 @@ from guard.errors import PolicyRefusal
 ERROR_BOUNDS: dict[torch.dtype, float] = {torch.float32: 1e-4, torch.float64: 1e-8, torch.bfloat16: 5e-2,
                                           torch.float16: 1e-2}
 PROBE = {"batch": 2, "seq": 16, "seed": 0}
+# Model builds must not overlap any forward: transformers builds under a process-wide default dtype
+# (and the meta-device patch is process-wide), which a forward on another thread would see. A lone probe
+# holds the lock for build and forward; `probe_pair` builds both models under it, then runs the two
+# forwards side by side (the transform workers never depend on the default dtype).
+_MODEL_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,15 +50,20 @@ class SelfCheck:
                 "probe": dict(PROBE), "passed": self.passed, "mode": self.mode}
 
 
-def load_model(model_dir: str | pathlib.Path) -> torch.nn.Module:
-    import transformers
+def load_model(model_dir) -> torch.nn.Module:
+    """The whole model, loaded by transformers' from_pretrained (its key renaming and weight converters)
+    from the validated config and the validated tensor bytes of a ModelDir: nothing is re-read by name."""
+    from guard.lock.modeling import model_class, transformers_config
+    from guard.lock.streamed import TensorLoader
 
-    config = transformers.AutoConfig.from_pretrained(model_dir)
-    arch = (config.architectures or [None])[0]
-    model_cls = getattr(transformers, arch, None) if arch else None
-    if model_cls is None:
-        model_cls = transformers.AutoModel
-    return model_cls.from_pretrained(model_dir, use_safetensors=True, dtype="auto").eval()
+    config = transformers_config(model_dir.config, path=model_dir.root)
+    loader = TensorLoader(model_dir)
+    try:
+        state = {name: loader.read(name) for name in model_dir.tensors}
+    finally:
+        loader.close()
+    cls = model_class(config, path=model_dir.root)
+    return cls.from_pretrained(None, config=config, state_dict=state, dtype="auto").eval()
 
 
 def probe_inputs(config) -> dict[str, torch.Tensor]:
@@ -83,11 +94,13 @@ def _run(model: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
     return result.detach().to(torch.float64)
 
 
-def probe_output(model_dir: str | pathlib.Path) -> tuple[torch.Tensor, torch.dtype]:
-    """The probe's output with the whole model loaded by from_pretrained (the fallback)."""
-    model = load_model(model_dir)
-    dtype = next(model.parameters()).dtype
-    result = _run(model, dtype)
+def probe_output(model_dir) -> tuple[torch.Tensor, torch.dtype]:
+    """The probe's output with the whole model loaded by from_pretrained (the fallback).
+    `model_dir`: a path or a validated guard.artifacts ModelDir."""
+    with _MODEL_LOCK:
+        model = load_model(_validated(model_dir))
+        dtype = next(model.parameters()).dtype
+        result = _run(model, dtype)
     del model
     gc.collect()
     return result, dtype
@@ -98,40 +111,73 @@ def streamed_probe_output(model_dir, loader=None) -> tuple[torch.Tensor, torch.d
     `model_dir`: a path or a validated guard.artifacts ModelDir. Returns (output, dtype, peak tensor bytes)."""
     from guard.lock.streamed import StreamedModel, TensorLoader
 
-    if not hasattr(model_dir, "tensors"):
-        from guard.artifacts import open_model_dir
-
-        model_dir = open_model_dir(model_dir)
+    model_dir = _validated(model_dir)
     loader = loader or TensorLoader(model_dir)
-    with StreamedModel(model_dir, loader) as model:
+    with _MODEL_LOCK, StreamedModel(model_dir, loader) as model:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         result = _run(model, dtype)
     return result, dtype, loader.peak_bytes
 
 
-def self_check(original_dir, candidate_dir, *, streamed: bool = True, reference=None) -> SelfCheck:
+def probe_pair(original_dir, candidate_loader, executor) -> tuple:
+    """Futures of `streamed_probe_output` for the original (a validated ModelDir) and for the candidate,
+    whose tensors `candidate_loader` supplies: both models are built first, one after the other, then the
+    two forwards run at once on `executor` (which needs two free workers). A build that cannot stream
+    (NotStreamable) makes both futures raise NotStreamable."""
+    from guard.lock.streamed import NotStreamable, StreamedModel, TensorLoader
+
+    barrier = threading.Barrier(2)
+
+    def probe(loader):
+        try:
+            with _MODEL_LOCK:
+                streamed = StreamedModel(original_dir, loader)
+                model = streamed.__enter__()
+        except BaseException:
+            barrier.abort()
+            raise
+        try:
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                raise NotStreamable("the other model of the pair could not be built") from None
+            dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+            return _run(model, dtype), dtype, loader.peak_bytes
+        finally:
+            streamed.__exit__(None, None, None)
+
+    return executor.submit(probe, TensorLoader(original_dir)), executor.submit(probe, candidate_loader)
+
+
+def self_check(original_dir, candidate_dir, *, streamed: bool = True, reference=None, candidate=None) -> SelfCheck:
     """Run the probe through the original and the candidate model (paths or validated ModelDirs) and
-    compare. streamed=False loads each model whole with from_pretrained. `reference`: a future of the
-    original's `streamed_probe_output`, already started (it overlaps the writing of the candidate)."""
+    compare. streamed=False loads each model whole with from_pretrained. `reference`, `candidate`:
+    futures of the two models' `streamed_probe_output`, already started (protect runs both while it
+    writes the candidate)."""
     from guard.lock.streamed import NotStreamable
 
     mode, peak = "full", 0
     if streamed:
         try:
             ref, dtype, peak_ref = reference.result() if reference is not None else streamed_probe_output(original_dir)
-            got, _, peak_got = streamed_probe_output(candidate_dir)
+            got, _, peak_got = candidate.result() if candidate is not None else streamed_probe_output(candidate_dir)
             mode, peak = "streamed", max(peak_ref, peak_got)
         except NotStreamable:
             streamed = False
     if not streamed:
-        ref, dtype = probe_output(_path(original_dir))
-        got, _ = probe_output(_path(candidate_dir))
+        ref, dtype = probe_output(original_dir)
+        got, _ = probe_output(candidate_dir)
     error = ((got - ref).abs().max() / ref.abs().max().clamp(min=1e-30)).item()
     return SelfCheck(error, ERROR_BOUNDS.get(dtype, 1e-4), str(dtype).removeprefix("torch."), mode, peak)
 
 
-def _path(model_dir) -> pathlib.Path:
-    return pathlib.Path(model_dir.root if hasattr(model_dir, "tensors") else model_dir)  # a ModelDir, or a path
+def _validated(model_dir):
+    """A validated ModelDir for a path (a ModelDir is returned as it is)."""
+    if hasattr(model_dir, "tensors"):
+        return model_dir
+    from guard.artifacts import open_model_dir
+
+    return open_model_dir(pathlib.Path(model_dir))
 
 
 def require_pass(check: SelfCheck, *, path=None) -> None:

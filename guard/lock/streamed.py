@@ -30,10 +30,12 @@ class NotStreamable(Exception):
 class TensorLoader:
     """Reads single tensors of a validated ModelDir from their validated offsets, and keeps count of how
     many of the tensors it returned are still alive (tracked on the buffers themselves, so a tensor
-    still referenced anywhere counts)."""
+    still referenced anywhere counts). `read_bytes(name)`, if given, supplies each tensor's bytes instead
+    (protect reads the output it is writing, tensor by tensor as each is written)."""
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, read_bytes=None):
         self.model = model_dir
+        self._read_bytes = read_bytes
         self._fds: dict[str, int] = {}
         self.live_tensors = 0
         self.live_bytes = 0
@@ -46,9 +48,12 @@ class TensorLoader:
 
         info = self.model.tensors[name]
         self.reads += 1
-        if info.shard not in self._fds:
-            self._fds[info.shard] = open_shard(self.model, info.shard)
-        buf = read_buffer(self._fds[info.shard], info, self.model.root / info.shard)
+        if self._read_bytes is not None:
+            buf = self._read_bytes(name)
+        else:
+            if info.shard not in self._fds:
+                self._fds[info.shard] = open_shard(self.model, info.shard)
+            buf = read_buffer(self._fds[info.shard], info, self.model.root / info.shard)
         if info.nbytes:
             self.live_tensors += 1
             self.live_bytes += info.nbytes
@@ -90,18 +95,6 @@ def _parameters_on_meta():
         torch.nn.Module.register_parameter = original
 
 
-def model_class(config):
-    import transformers
-
-    arch = (config.architectures or [None])[0]
-    cls = getattr(transformers, arch, None) if arch else None
-    if cls is None:
-        from transformers.models.auto.modeling_auto import MODEL_MAPPING
-
-        cls = MODEL_MAPPING[type(config)]
-    return cls
-
-
 def _resolve_dtype(config, model_dir) -> torch.dtype:
     """What from_pretrained(dtype="auto") picks: the config's dtype, else the first floating tensor's."""
     from guard.artifacts.dtypes import torch_dtype
@@ -139,14 +132,15 @@ class StreamedModel:
         self.loader.close()
 
     def _build(self) -> torch.nn.Module:
-        import transformers
         from transformers.core_model_loading import WeightConverter, WeightRenaming, build_glob_alternation
         from transformers.core_model_loading import rename_source_key
         from transformers.conversion_mapping import get_model_conversion_mapping
 
+        from guard.lock.modeling import model_class, transformers_config
+
         root = self.model_dir.root
-        config = transformers.AutoConfig.from_pretrained(root)
-        cls = model_class(config)
+        config = transformers_config(self.model_dir.config, path=root)  # the validated copy, not the file
+        cls = model_class(config, path=root)
         dtype = _resolve_dtype(config, self.model_dir)
         with _parameters_on_meta():
             model = cls._from_config(config, dtype=dtype)

@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from guard.lock.keys import LockKey
+from guard.lock.keys import RunKey
 from guard.lock.layouts.base import AttentionWeights, HeadGeometry
 from guard.lock.sampling import SeedStream, qk_transform, well_conditioned
 
@@ -36,7 +36,7 @@ class GroupTransform:
         return GroupTransform(self.a_inv, self.a, self.b_inv, self.b)
 
 
-def derive_transforms(key: LockKey, *, block: str, geometry: HeadGeometry, bound: float) -> list[GroupTransform]:
+def derive_transforms(key: RunKey, *, block: str, geometry: HeadGeometry, bound: float) -> list[GroupTransform]:
     """One GroupTransform per key/value group of `block`, deterministic in (key, block, group)."""
     out = []
     for group in range(geometry.num_kv_heads):

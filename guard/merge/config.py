@@ -100,9 +100,16 @@ class MergeConfig(_Frozen):
         return [m for m in self.models if m.model != self.base_model]
 
     def input_refs(self) -> list[str]:
-        """Every input reference once: the base first, then the others in config order."""
+        """Every input reference once: the base first, then the others in config order, then the safety
+        vector (`guard.enchtable.vector`), which is checked like every other input but not merged."""
         refs = [] if self.base_model is None else [self.base_model]
-        return refs + [m.model for m in self.experts() if m.model not in refs]
+        refs += [m.model for m in self.experts() if m.model not in refs]
+        vector = self.safety_vector_ref()
+        return refs + ([vector] if vector is not None and vector not in refs else [])
+
+    def safety_vector_ref(self) -> str | None:
+        vector = (self.guard.enchtable or {}).get("vector")
+        return vector if isinstance(vector, str) and vector else None
 
     def guard_path(self, value: str) -> pathlib.Path:
         path = pathlib.Path(value)

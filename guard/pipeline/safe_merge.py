@@ -61,9 +61,11 @@ def safe_merge(config_path: str | os.PathLike, out: str | os.PathLike, *, policy
     loaded = load_policy(policy_ref)
     record.policy = loaded.to_json()
     trusted = trusted_verifiers(loaded, **dict(verifier_options or {}))
-    configured = stages if stages is not None else stages_for(
-        {name: getattr(config.guard, name) for name in ("probes", "dam", "enchtable")
-         if getattr(config.guard, name) is not None})
+    sections = {name: getattr(config.guard, name) for name in ("probes", "dam", "enchtable")
+                if getattr(config.guard, name) is not None}
+    if "probes" in loaded.policy.required_checks or loaded.policy.probes:
+        sections.setdefault("probes", {})  # a policy that requires probes or sets their thresholds runs them
+    configured = stages if stages is not None else stages_for(sections)
     method = method_of(config)
 
     for check in _merge_level_checks(loaded.policy, config, method, configured):
@@ -80,7 +82,7 @@ def safe_merge(config_path: str | os.PathLike, out: str | os.PathLike, *, policy
             return _finish(record, "refused")
         device = resolve_device(config.guard.device)
         base = checked[0] if config.base_model is not None else None
-        models = checked[1:] if base is not None else checked
+        models = [c for c in checked if c.role == "model"]
         from guard.merge.engine import MergeJob, run_merge
         from guard.pipeline.stages import StageContext
 
@@ -171,7 +173,7 @@ def _check_inputs(config, loaded, trusted, configured, stack, work_dir, add) -> 
         signature = config.guard.signatures.get(ref)
         lock_key = config.guard.lock_keys.get(ref)
         subject = stack.enter_context(check_input(
-            source, policy=loaded, trusted=trusted, label=ref, role="base" if ref == config.base_model else "model",
+            source, policy=loaded, trusted=trusted, label=ref, role=_role(config, ref),
             signature=None if signature is None else config.guard_path(signature), base=base,
             lock_key=None if lock_key is None else config.guard_path(lock_key), stages=configured, config=config,
             work_dir=work_dir))
@@ -183,6 +185,12 @@ def _check_inputs(config, loaded, trusted, configured, stack, work_dir, add) -> 
         if subject.refused:
             break
     return checked
+
+
+def _role(config, ref: str) -> str:
+    if ref == config.base_model:
+        return "base"
+    return "safety-vector" if ref == config.safety_vector_ref() else "model"
 
 
 class _Abandon(Exception):

@@ -48,8 +48,26 @@ class Stage:
         return job, []
 
 
+def _probes(section: Mapping[str, Any]) -> Stage:
+    from guard.pipeline.probe_stage import probe_stage  # imported only when a run configures it (torch)
+
+    return probe_stage(section)
+
+
 # section name -> factory(section dict) -> Stage. Filled by the stage adapters (probes, dam, enchtable).
-STAGES: dict[str, Callable[[Mapping[str, Any]], Stage]] = {}
+STAGES: dict[str, Callable[[Mapping[str, Any]], Stage]] = {"probes": _probes}
+
+
+def _defense(name: str) -> Callable[[Mapping[str, Any]], Stage]:
+    def factory(section: Mapping[str, Any]) -> Stage:  # imported on use: the defenses need torch
+        from guard.pipeline import defense_stages
+
+        return getattr(defense_stages, f"{name}_stage")(section)
+
+    return factory
+
+
+STAGES.update(dam=_defense("dam"), enchtable=_defense("enchtable"))
 
 
 def stages_for(sections: Mapping[str, Mapping[str, Any] | None]) -> list[tuple[Stage, Mapping[str, Any]]]:

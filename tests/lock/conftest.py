@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from guard.lock.keys import LockKey
+from guard.lock.keys import LockKey, RunKey
 
 LOCK_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi3", "gemma", "bert", "vit", "t5", "gptj")
 
@@ -42,6 +42,26 @@ def synthetic_fine_tune(state: dict, *, scale: float, seed: int = 1) -> dict:
     return out
 
 
+def relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |got - ref| / max |ref|: the self-check's measure."""
+    return ((got - ref).abs().max() / ref.abs().max()).item()
+
+
+def reloaded(model, state):
+    """A fresh model of `model`'s class and config with `state` loaded."""
+    clone = type(model)(model.config).eval()
+    clone.load_state_dict(state)
+    return clone
+
+
+def not_restored(back: dict, original: dict) -> list[str]:
+    """Names of the float tensors unlock did not bring back within rtol 1e-5 and 1e-5 of the tensor's
+    largest entry (float32 arithmetic through transforms of condition number up to bound^2, drawn afresh
+    for each protect run: an absolute 1e-6 is below what a 1.3-sized entry can keep)."""
+    return [k for k, v in original.items() if v.is_floating_point()
+            and not torch.allclose(back[k], v, rtol=1e-5, atol=1e-5 * float(v.abs().max()))]
+
+
 def model_output(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
     with torch.no_grad():
         out = model(**inputs)
@@ -56,6 +76,17 @@ def lock_key() -> LockKey:
 @pytest.fixture(scope="session")
 def other_key() -> LockKey:
     return LockKey(bytes(range(1, 33)))
+
+
+@pytest.fixture(scope="session")
+def run_key(lock_key) -> RunKey:
+    """lock_key bound to a fixed nonce: the in-memory transforms (protect_state) are reproducible."""
+    return lock_key.for_run(bytes(32))
+
+
+@pytest.fixture(scope="session")
+def other_run_key(other_key) -> RunKey:
+    return other_key.for_run(bytes(32))
 
 
 def save_family(family: str, out, *, shards: int = 1, dtype: torch.dtype = torch.float32):

@@ -6,6 +6,8 @@ import stat
 
 import pytest
 
+from guard.signing.bundle import read_bundle
+from guard.signing.statement import parse_statement
 from tests.helpers import assert_one_line_error, run_guard
 from tests.lock.conftest import save_family
 
@@ -36,8 +38,37 @@ def test_publisher_command_protects_signs_and_verifies(workdir):
     assert summary["mlp_permute"] is True and "hidden units" in summary["mlp"]
     verified = run_guard("verify", out, "--key", workdir / "sign.key.pub")
     assert verified.returncode == 0, verified.stderr
-    restored = run_guard("unlock", out, "--out", workdir / "restored", "--lock-key", workdir / "lock.key")
-    assert restored.returncode == 0 and "unlocked" in restored.stdout
+    # Signed in staging, yet the signature names the published directory (its subject is the model name).
+    statement = parse_statement(read_bundle(out / "model.sig").envelope.payload)
+    assert statement.model_name == "protected"
+    restored = run_guard("unlock", out, "--out", workdir / "restored", "--lock-key", workdir / "lock.key",
+                         "--verify-key", workdir / "sign.key.pub")
+    assert restored.returncode == 0 and "from the verified bytes" in restored.stdout, restored.stderr
+
+
+def test_unlock_verifies_the_signature_before_reading_anything(workdir, tmp_path):
+    """A weight changed after signing: unlock with verification refuses (exit 1) and writes nothing;
+    without --verify-* or --unverified it does not start at all (exit 2)."""
+    import shutil
+
+    signed = tmp_path / "signed"
+    assert run_guard("protect", workdir / "model", "--out", signed, "--lock-key", workdir / "lock.key",
+                     "--sign-key", workdir / "sign.key", env=PASSPHRASE).returncode == 0
+    tampered = shutil.copytree(signed, tmp_path / "tampered")
+    weights = tampered / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-3] ^= 0x01  # one bit of the last tensor
+    weights.write_bytes(bytes(raw))
+    result = run_guard("unlock", tampered, "--out", tmp_path / "out", "--lock-key", workdir / "lock.key",
+                       "--verify-key", workdir / "sign.key.pub")
+    assert_one_line_error(result, code=1)
+    assert not (tmp_path / "out").exists()
+    result = run_guard("unlock", signed, "--out", tmp_path / "out", "--lock-key", workdir / "lock.key")
+    assert_one_line_error(result, code=2, contains=("--unverified",))
+    result = run_guard("unlock", signed, "--out", tmp_path / "out", "--lock-key", workdir / "lock.key", "--unverified",
+                       "--verify-key", workdir / "sign.key.pub")
+    assert_one_line_error(result, code=2, contains=("verify-method",))
+    assert not (tmp_path / "out").exists()
 
 
 def test_unlock_with_wrong_key_is_one_line_exit_1(workdir):
@@ -46,7 +77,7 @@ def test_unlock_with_wrong_key_is_one_line_exit_1(workdir):
     protected = run_guard("protect", workdir / "model", "--out", locked, "--lock-key", workdir / "lock.key",
                           "--unsigned", "--no-mlp-permute")
     assert protected.returncode == 0 and "MLP: unchanged (--no-mlp-permute)" in protected.stdout
-    result = run_guard("unlock", locked, "--out", workdir / "nope", "--lock-key", workdir / "other.key")
+    result = run_guard("unlock", locked, "--out", workdir / "nope", "--lock-key", workdir / "other.key", "--unverified")
     assert_one_line_error(result, code=1, contains=("lock-wrong-key",))
     assert not (workdir / "nope").exists()
 

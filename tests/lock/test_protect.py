@@ -9,7 +9,7 @@ import torch
 
 from guard.errors import InputError, PolicyRefusal, VerificationError
 from guard.lock.protect import LOCK_FILE, protect_model, unlock_model
-from tests.lock.conftest import LOCK_FAMILIES, model_output, save_family
+from tests.lock.conftest import LOCK_FAMILIES, model_output, not_restored, save_family
 
 DECODERS = ("llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi3", "gemma", "gptj")
 
@@ -53,14 +53,16 @@ def test_protected_dir_loads_and_computes_the_same(family, protected_family):
 def test_metadata_records_the_check_and_no_secret(protected_family, lock_key):
     _, locked, result = protected_family("qwen3")
     meta = json.loads((locked / LOCK_FILE).read_text())
-    assert meta["key_id"] == lock_key.key_id and meta["format"] == "guard-mergelock"
+    run = lock_key.for_run(bytes.fromhex(meta["nonce"]))
+    assert meta["key_id"] == run.key_id != lock_key.fingerprint and meta["format"] == "guard-mergelock"
     assert meta["selfcheck"]["max_relative_logit_error"] == result.selfcheck.max_relative_error <= 1e-4
+    assert meta["bound"] == 8.0 and meta["residual_form"] == "signed_permutation"  # the float32 defaults
     assert "sign flips" in meta["qk"] and "qk-norm" in meta["qk"]  # qk-norm model: stated in the output
     assert meta["mlp_permute"] is True and "permutation of the 128 hidden units of each of the 2 MLP" in meta["mlp"]
     from safetensors import safe_open
 
     with safe_open(str(locked / "model.safetensors"), "pt") as f:
-        assert f.metadata()["guard.lock_key_id"] == lock_key.key_id
+        assert f.metadata()["guard.lock_key_id"] == run.key_id
     secret = lock_key.secret.hex()
     for path in locked.rglob("*"):
         assert secret.encode() not in path.read_bytes() and lock_key.secret not in path.read_bytes()
@@ -72,21 +74,20 @@ def test_unlock_restores_original_weights(family, protected_family, lock_key, tm
     result = unlock_model(locked, tmp_path / "restored", key=lock_key)
     original, restored = _tensors(src), _tensors(result.out_dir)
     assert original.keys() == restored.keys()
-    for name, tensor in original.items():
-        assert torch.allclose(restored[name], tensor, rtol=1e-5, atol=1e-6), name
+    assert not_restored(restored, original) == []
     assert not (result.out_dir / LOCK_FILE).exists()
 
 
 def test_attention_only_round_trip(tmp_path, lock_key):
     src = save_family("gpt_neox", tmp_path / "src")
-    result = protect_model(src, tmp_path / "locked", key=lock_key, mlp_permute=False)
+    result = protect_model(src, tmp_path / "locked", key=lock_key, mlp_permute=False, residual="none")
     meta = json.loads((result.out_dir / LOCK_FILE).read_text())
     assert meta["mlp_permute"] is False and meta["mlp"].startswith("unchanged")
+    assert meta["residual_form"] == "none" and meta["residual"].startswith("unchanged")
     original, locked = _tensors(src), _tensors(result.out_dir)
     assert all(torch.equal(locked[k], v) for k, v in original.items() if ".mlp." in k)
     restored = _tensors(unlock_model(result.out_dir, tmp_path / "back", key=lock_key).out_dir)
-    for name, tensor in original.items():
-        assert torch.allclose(restored[name], tensor, rtol=1e-5, atol=1e-6), name
+    assert not_restored(restored, original) == []
 
 
 def test_self_check_catches_a_broken_mlp_permutation(tmp_path, lock_key, monkeypatch):
@@ -125,6 +126,7 @@ def test_bf16_within_documented_bound(tmp_path, lock_key):
     src = save_family("llama", tmp_path / "src", dtype=torch.bfloat16)
     result = protect_model(src, tmp_path / "out", key=lock_key)
     assert result.selfcheck.dtype == "bfloat16" and result.selfcheck.max_relative_error <= 5e-2
+    assert result.metadata["bound"] == 4.0  # the 16-bit default (float32: 8, test_metadata_records_...)
     assert all(t.dtype == torch.bfloat16 for t in _tensors(result.out_dir).values())
     back = _tensors(unlock_model(result.out_dir, tmp_path / "back", key=lock_key).out_dir)
     original = _tensors(src)
@@ -135,6 +137,8 @@ def test_bf16_within_documented_bound(tmp_path, lock_key):
 def test_minilm_real_model(minilm_dir, tmp_path, lock_key):
     result = protect_model(minilm_dir, tmp_path / "minilm", key=lock_key)
     assert result.selfcheck.max_relative_error <= 1e-4
+    # A base model's output is its residual stream: the residual transform would change it, so it is skipped.
+    assert result.metadata["residual_form"] == "none" and "output is its residual stream" in result.metadata["residual"]
     assert (result.out_dir / "1_Pooling" / "config.json").is_file() and (result.out_dir / "vocab.txt").is_file()
     assert result.metadata["blocks"] == 6 and result.metadata["layout"] == "bert"
 
@@ -187,7 +191,7 @@ def test_output_mirrors_input_layout_and_copies_untouched_bytes(tmp_path, lock_k
     from guard.artifacts import open_model_dir
 
     src = save_family("llama", tmp_path / "src", shards=2)
-    out = protect_model(src, tmp_path / "out", key=lock_key).out_dir
+    out = protect_model(src, tmp_path / "out", key=lock_key, residual="none").out_dir
     before, after = open_model_dir(src), open_model_dir(out)
     assert before.shards == after.shards and list(before.tensors) == list(after.tensors)
     untouched = 0

@@ -69,8 +69,9 @@ def test_rope_block_conditioning():
 
 @pytest.mark.parametrize("n", [1, 2, 5, 64, 128])
 def test_householder_qr_matches_lapack_up_to_rounding(n):
-    """haar_orthogonal's QR avoids threaded BLAS; with R's diagonal sign-fixed, Q is unique, so it must
-    equal LAPACK's Q (older protected models unlock with the same matrices)."""
+    """haar_orthogonal's QR (torch's LAPACK) against numpy's: with R's diagonal sign-fixed, Q is unique,
+    so any QR must give the same Q (older protected models unlock with the same matrices; the v1 golden
+    output in test_lock_file.py checks that end to end)."""
     import numpy as np
 
     from guard.lock.sampling import householder_qr

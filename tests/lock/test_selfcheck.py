@@ -87,3 +87,82 @@ def test_falls_back_to_a_full_load_when_not_streamable(tmp_path, monkeypatch):
     monkeypatch.setattr(streamed.StreamedModel, "_build", refuse)
     check = self_check(src, src)
     assert check.mode == "full" and check.max_relative_error == expected.max_relative_error == 0.0
+
+
+# ---- the model class and config come from the validated copy (issue 10, item 6) -----------------------
+
+def _edit_config(model_dir, **changes) -> None:
+    import json
+
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("architecture", ["GPT2LMHeadModel", "pipeline", "AutoTokenizer", "LlamaForCausalLMx"])
+def test_architecture_must_be_a_model_class_of_the_configs_type(tmp_path, lock_key, architecture):
+    """`architectures` is untrusted text: it may only pick a class that transformers' auto-model
+    mappings list for the config's model_type, never an arbitrary attribute of the transformers module."""
+    from guard.errors import InputError
+    from guard.lock.protect import protect_model
+
+    src = save_family("llama", tmp_path / "src")
+    _edit_config(src, architectures=[architecture])
+    with pytest.raises(InputError) as info:
+        protect_model(src, tmp_path / "out", key=lock_key)
+    assert info.value.rule == "lock-architecture" and architecture in info.value.one_line()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_model_class_resolution_follows_the_auto_mappings():
+    import transformers
+
+    from guard.lock.modeling import model_class
+
+    config = transformers.LlamaConfig(architectures=["LlamaForSequenceClassification"])
+    assert model_class(config) is transformers.LlamaForSequenceClassification
+    assert model_class(transformers.LlamaConfig(architectures=None)) is transformers.LlamaModel
+    assert model_class(transformers.BertConfig(architectures=["BertForMaskedLM"])) is transformers.BertForMaskedLM
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_self_check_uses_the_validated_config_not_the_file_on_disk(tmp_path, streamed):
+    """config.json rewritten after validation (one layer fewer, another epsilon) must not change what
+    the self-check runs: it builds from the validated copy."""
+    from guard.lock.selfcheck import self_check
+
+    src = save_family("llama", tmp_path / "src")
+    validated = open_model_dir(src)
+    if streamed:
+        before, _, _ = streamed_probe_output(validated)
+    else:
+        before, _ = probe_output(validated)
+    _edit_config(src, num_hidden_layers=1, rms_norm_eps=0.5)
+    if streamed:
+        after, _, _ = streamed_probe_output(validated)
+    else:
+        after, _ = probe_output(validated)
+    assert torch.equal(before, after)
+    check = self_check(validated, validated, streamed=streamed)
+    assert check.max_relative_error == 0.0
+
+
+def test_protect_falls_back_when_a_model_cannot_stream(tmp_path, lock_key, monkeypatch):
+    """protect builds the two models of its self-check side by side (probe_pair); one that cannot stream
+    sends both to the full from_pretrained check instead of hanging the other."""
+    from guard.lock import streamed
+    from guard.lock.protect import protect_model
+
+    calls = []
+    real = streamed.StreamedModel._build
+
+    def second_refuses(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise streamed.NotStreamable("test")
+        return real(self)
+
+    monkeypatch.setattr(streamed.StreamedModel, "_build", second_refuses)
+    result = protect_model(save_family("llama", tmp_path / "src"), tmp_path / "out", key=lock_key)
+    assert result.selfcheck.mode == "full" and result.selfcheck.max_relative_error <= 1e-4

@@ -12,7 +12,7 @@ from guard.lock.layouts.base import AttentionWeights, HeadGeometry, Layout
 
 LAYOUTS: dict[str, Layout] = {}
 
-for _layout in (llama.LAYOUT, phi3.LAYOUT, gpt2.LAYOUT, gpt_neox.LAYOUT, gptj.LAYOUT, bert.BERT, bert.VIT, t5.LAYOUT):
+for _layout in (llama.LAYOUT, llama.GEMMA, phi3.LAYOUT, gpt2.LAYOUT, gpt_neox.LAYOUT, gptj.LAYOUT, bert.BERT, bert.VIT, t5.LAYOUT):
     for _model_type in _layout.model_types:
         LAYOUTS[_model_type] = _layout
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 
 from guard.errors import InputError
+from guard.lock.residual import ResidualLayout
 from guard.lock.sampling import QKForm, RotaryStyle
 
 Role = Literal["q", "k", "v", "o", "qkv"]
@@ -103,6 +104,7 @@ class Layout:
     conv1d: bool = False
     mlp: MlpLayout | None = None
     mlp_blocks_expected: Callable[[Any], tuple[int, ...]] | None = None  # None: one MLP per attention block
+    residual: ResidualLayout | None = None  # the residual stream's readers, writers and norms (residual.py)
 
     def match(self, name: str) -> tuple[str, Role, str] | None:
         found = self.pattern.match(name)

@@ -4,8 +4,12 @@ module naming (attention.q_proj ...). Biases on q, k, v."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 from guard.errors import InputError
 from guard.lock.layouts.base import HeadGeometry, Layout, block_regex, mlp_layout
+from guard.lock.residual import ResidualLayout, rule
 
 BERT_ROLES = {"self.query": "q", "self.key": "k", "self.value": "v", "output.dense": "o"}
 # The MLP: intermediate.dense (in) and the layer's own output.dense (out), a sibling of `attention`;
@@ -28,6 +32,61 @@ def geometry(config) -> HeadGeometry:
     return HeadGeometry(num_heads=heads, num_kv_heads=heads, head_dim=config.hidden_size // heads)
 
 
+_LAYER = r"(?P<p>(?:.*\.)?layers?\.\d+)"
+# BERT is post-norm: the stream is a LayerNorm's output, so only a permutation is exact (residual.py) and
+# no reader needs its norm. The MLM head's transform writes the space its decoder (tied to the word
+# embeddings) reads, so that space is permuted too.
+BERT_RESIDUAL = ResidualLayout(
+    norm_kind="layer",
+    post_norm=True,
+    rules=(
+        rule(r"(?:.*\.)?embeddings\.(?:word_embeddings|position_embeddings|token_type_embeddings)\.weight", 1),
+        rule(_LAYER + r"\.attention\.self\.(?:query|key|value)\.weight", 1),
+        rule(_LAYER + r"\.attention\.output\.dense\.(?:weight|bias)", 0),
+        rule(_LAYER + r"\.intermediate\.dense\.weight", 1),
+        rule(_LAYER + r"\.output\.dense\.(?:weight|bias)", 0),
+        rule(r"(?:.*\.)?pooler\.dense\.weight", 1),
+        rule(r"cls\.predictions\.transform\.dense\.weight", 1, 0),
+        rule(r"cls\.predictions\.transform\.dense\.bias", 0),
+        rule(r"cls\.predictions\.decoder\.weight", 1),
+    ),
+    norms=re.compile(r"^(?P<norm>(?:.*\.)?(?:embeddings\.LayerNorm|layers?\.\d+\.(?:attention\.)?output\.LayerNorm"
+                     r"|cls\.predictions\.transform\.LayerNorm))\.weight$"),
+    untouched=re.compile(r"^(?:.*\.attention\.self\.(?:query|key|value)\.bias|.*\.intermediate\.dense\.bias"
+                         r"|(?:.*\.)?pooler\.dense\.bias|cls\.predictions\.(?:decoder\.)?bias"
+                         r"|cls\.seq_relationship\.(?:weight|bias)|.*embeddings\.(?:position_ids|token_type_ids))$"),
+)
+def bert_heads(config) -> tuple[tuple, str]:
+    """A token classifier or a QA head reads the stream; a sequence classifier reads the pooler."""
+    arch = (getattr(config, "architectures", None) or [""])[0]
+    if arch.endswith(("ForTokenClassification", "ForQuestionAnswering")):
+        return (rule(r"(?:classifier|qa_outputs)\.weight", 1),), r"(?:classifier|qa_outputs)\.bias"
+    if arch.endswith(("ForSequenceClassification", "ForMultipleChoice")):
+        return (), r"classifier\.(?:weight|bias)"
+    return (), ""
+
+
+BERT_RESIDUAL = dataclasses.replace(BERT_RESIDUAL, heads=bert_heads)
+
+# ViT is pre-norm (layernorm_before / layernorm_after, final layernorm): a rotation keeping 1 is exact.
+VIT_RESIDUAL = ResidualLayout(
+    norm_kind="layer",
+    rules=(
+        rule(r"(?:.*\.)?embeddings\.(?:cls_token|mask_token|position_embeddings)", -1),
+        rule(r"(?:.*\.)?embeddings\.patch_embeddings\.projection\.(?:weight|bias)", 0),
+        rule(_LAYER + r"\.attention\.(?:attention\.(?:query|key|value)|q_proj|k_proj|v_proj)\.weight", 1,
+             norm=r"{p}\.layernorm_before"),
+        rule(_LAYER + r"\.attention\.(?:output\.dense|o_proj)\.(?:weight|bias)", 0),
+        rule(_LAYER + r"\.(?:intermediate\.dense|mlp\.fc1)\.weight", 1, norm=r"{p}\.layernorm_after"),
+        rule(_LAYER + r"\.(?:output\.dense|mlp\.fc2)\.(?:weight|bias)", 0),
+        rule(r"(?:classifier|(?:.*\.)?pooler\.dense)\.weight", 1, norm=r"(?:.*\.)?layernorm"),
+    ),
+    norms=re.compile(r"^(?P<norm>(?:.*\.)?(?:layers?\.\d+\.layernorm_(?:before|after)|layernorm))\.weight$"),
+    untouched=re.compile(r"^(?:.*\.attention\.(?:attention\.(?:query|key|value)|q_proj|k_proj|v_proj)\.bias"
+                         r"|.*\.(?:intermediate\.dense|mlp\.fc1)\.bias|(?:classifier|(?:.*\.)?pooler\.dense)\.bias)$"),
+    tied=lambda config: False,
+)
+
 BERT = Layout(
     name="bert",
     model_types=("bert",),
@@ -36,6 +95,7 @@ BERT = Layout(
     geometry=geometry,
     blocks_expected=lambda config: (config.num_hidden_layers,),
     mlp=BERT_MLP,
+    residual=BERT_RESIDUAL,
 )
 
 VIT = Layout(
@@ -46,4 +106,5 @@ VIT = Layout(
     geometry=geometry,
     blocks_expected=lambda config: (config.num_hidden_layers,),
     mlp=VIT_MLP,
+    residual=VIT_RESIDUAL,
 )

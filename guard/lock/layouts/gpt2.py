@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from guard.lock.layouts.base import HeadGeometry, Layout, block_regex, mlp_layout
+from guard.lock.residual import ResidualLayout, rule
 
 ROLES = {"c_attn": "qkv", "c_proj": "o"}
 
@@ -10,6 +13,24 @@ ROLES = {"c_attn": "qkv", "c_proj": "o"}
 def geometry(config) -> HeadGeometry:
     return HeadGeometry(num_heads=config.n_head, num_kv_heads=config.n_head, head_dim=config.n_embd // config.n_head)
 
+
+_BLOCK = r"(?P<p>(?:.*\.)?h\.\d+)"
+# Conv1D weights are [in, out]: readers have the stream on axis 0, writers on axis 1.
+RESIDUAL = ResidualLayout(
+    norm_kind="layer",
+    rules=(
+        rule(r"(?:.*\.)?(?:wte|wpe)\.weight", 1),
+        rule(_BLOCK + r"\.attn\.c_attn\.weight", 0, norm=r"{p}\.ln_1"),
+        rule(_BLOCK + r"\.attn\.c_proj\.weight", 1),
+        rule(_BLOCK + r"\.attn\.c_proj\.bias", 0),
+        rule(_BLOCK + r"\.mlp\.c_fc\.weight", 0, norm=r"{p}\.ln_2"),
+        rule(_BLOCK + r"\.mlp\.c_proj\.weight", 1),
+        rule(_BLOCK + r"\.mlp\.c_proj\.bias", 0),
+        rule(r"(?:lm_head|score)\.weight", 1, norm=r"(?:.*\.)?ln_f"),
+    ),
+    norms=re.compile(r"^(?P<norm>(?:.*\.)?(?:h\.\d+\.ln_[12]|ln_f))\.weight$"),
+    untouched=re.compile(r"^(?:.*\.attn\.(?:c_attn\.bias|bias|masked_bias)|.*\.mlp\.c_fc\.bias|score\.bias)$"),
+)
 
 LAYOUT = Layout(
     name="gpt2",
@@ -21,4 +42,5 @@ LAYOUT = Layout(
     fusing="concat",
     conv1d=True,
     mlp=mlp_layout(r"h\.\d+\.mlp", {"c_fc": "in", "c_proj": "out"}, conv1d=True),
+    residual=RESIDUAL,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from guard.lock.layouts.base import Layout, block_regex, mlp_layout
 # Same head geometry as the Llama family (phi3 has no qk-norm).
-from guard.lock.layouts.llama import geometry
+from guard.lock.layouts.llama import geometry, residual_layout
 
 ROLES = {"qkv_proj": "qkv", "o_proj": "o"}
 
@@ -18,4 +18,5 @@ LAYOUT = Layout(
     blocks_expected=lambda config: (config.num_hidden_layers,),
     fusing="concat",
     mlp=mlp_layout(r"layers\.\d+\.mlp", {"gate_up_proj": "in_pair", "down_proj": "out"}),
+    residual=residual_layout(),
 )

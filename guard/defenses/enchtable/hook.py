@@ -1,0 +1,93 @@
+"""EnchTable stage 2 in the streaming merge: a TensorHook that adds the interference-weighted safety
+vector to every merged tensor, `theta = theta_merged + w_l * alpha * Delta_l` (guard.defenses.enchtable
+.interference), with tau = theta_merged - theta_base (the merge plays the reference's task model, the
+merge's base its `taskpre`).
+
+alpha needs the global norm of tau before the first tensor is written, so `task_vector_norm` runs the
+job's merge once without writing (a read-and-merge pass: the stage's main cost, reported beside the
+plain merge in docs/enchtable.md); the merge itself then streams as usual with the hook.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+from guard.artifacts.dtypes import FLOAT_DTYPES
+from guard.defenses.enchtable.interference import TensorScore, adaptive_scale, score_tensor
+from guard.merge.engine import MergeJob, TensorHook
+
+
+class EnchTableHook(TensorHook):
+    def __init__(self, delta: Mapping[str, torch.Tensor], *, alpha: float, gamma_task: float = 0.5,
+                 gamma_safety: float = 0.5, record: dict | None = None):
+        self.delta = dict(delta)  # checkpoint name -> Delta (float32, CPU)
+        # A decision-record Check's details, filled while the merge streams (the provenance is written after).
+        self.record = record if record is not None else {}
+        self.record.update(alpha=alpha, scores={})
+        self.alpha = alpha
+        self.gamma_task, self.gamma_safety = gamma_task, gamma_safety
+        self.scores: dict[str, TensorScore] = {}
+
+    def finish(self, name: str, merged: torch.Tensor, *, group) -> torch.Tensor:
+        delta = self.delta.get(name)
+        if delta is None or group.base is None or tuple(delta.shape) != tuple(merged.shape):
+            return merged
+        scaled = self.alpha * delta.to(device=merged.device, dtype=torch.float32)
+        tau = merged.float() - group.base.float()
+        score = self.scores[name] = score_tensor(name, tau, scaled, gamma_task=self.gamma_task,
+                                                 gamma_safety=self.gamma_safety)
+        self.record["scores"][name] = score.to_json()
+        weights = [s.weight for s in self.scores.values() if s.kind == "matrix"]
+        if weights:
+            self.record.update(matrices=len(weights), weight_min=min(weights), weight_mean=sum(weights) / len(weights))
+        if score.kind == "untouched":
+            return merged
+        return (merged.float() + score.weight * scaled).to(merged.dtype)
+
+    def summary(self) -> dict:
+        matrices = {n: s for n, s in self.scores.items() if s.kind == "matrix"}
+        weights = [s.weight for s in matrices.values()]
+        return {"alpha": self.alpha, "matrices": len(matrices),
+                "scaled_only": sum(s.kind == "scaled" for s in self.scores.values()),
+                "untouched": sum(s.kind == "untouched" for s in self.scores.values()),
+                "weight_min": min(weights, default=None), "weight_mean": sum(weights) / len(weights) if weights else None,
+                "scores": {n: s.to_json() for n, s in sorted(self.scores.items())}}
+
+
+def task_vector_norm(job: MergeJob, names: set[str]) -> float:
+    """||theta_merged - theta_base|| over `names`: the job's merge run tensor by tensor (with the hooks it
+    already has, e.g. DAM's) without writing anything. Uses the engine's own per-tensor merge so the
+    pass computes exactly what the streaming merge will (same parameters, same random draws)."""
+    from guard.merge.engine import _merge_one, _ParameterCache, _Readers, check_inputs, resolve_device
+
+    check_inputs(job)
+    device = resolve_device(job.device)
+    layout, inputs = job.layout, job.inputs()
+    generator = torch.Generator(device=device).manual_seed(job.seed) if job.method.random else None
+    parameters = _ParameterCache(job)
+    readers = _Readers(inputs)
+    squares = 0.0
+    try:
+        for name in sorted(layout.tensors):
+            info = layout.tensors[name]
+            if info.dtype not in FLOAT_DTYPES or info.dtype == "C64":
+                continue
+            tensors = [readers.read(i, name) for i in range(len(inputs))]
+            base = tensors[0].float()
+            merged = _merge_one(job, name, tensors, job.base is not None, device, generator, parameters)
+            if name in names:
+                squares += float((merged.float().cpu() - base).pow(2).sum())
+    finally:
+        readers.close()
+    return math.sqrt(squares)
+
+
+def alpha_for(job: MergeJob, delta: Mapping[str, torch.Tensor], *, beta: float) -> tuple[float, float, float]:
+    """(alpha, ||tau||, ||Delta||) over the tensors the safety vector and the merge share."""
+    shared = {n for n, d in delta.items() if n in job.layout.tensors and tuple(job.layout.tensors[n].shape) == tuple(d.shape)}
+    tau_norm = task_vector_norm(job, shared)
+    delta_norm = math.sqrt(sum(float(delta[n].float().pow(2).sum()) for n in shared))
+    return adaptive_scale(tau_norm, delta_norm, beta=beta), tau_norm, delta_norm
