@@ -3,17 +3,17 @@
     with check_input(path, policy=loaded, trusted=verifiers, label="./expert-a", base=checked_base) as subject:
         subject.checks      # every check, in order, for the decision record
         subject.refused     # True if any check refused
-        subject.model       # a ModelDir over the bytes that passed (verified copy, or unlocked copy)
+        subject.model       # a ModelDir over the bytes that passed (verified, or an unlocked copy)
 
 In order, stopping at the first refusal (later checks are recorded as skipped):
 1. artifacts: strict reading of the directory (safetensors headers, shard index, config, every file
    sniffed by content), with the policy's severities; refused findings refuse.
 2. signature: `<input>/model.sig` (or the given file) against the trusted signers (policy + command
-   line). The accepted signer's verifier then re-hashes every covered file while copying it to a private
-   staging directory (guard.signing.open_verified_model): everything after this step reads exactly the
-   bytes that were verified. The artifact checks run again on those bytes.
-3. mergelock: MergeLock detection (against the base for non-base inputs); a protected input is refused,
-   or unlocked when a lock key is given.
+   line). The accepted signer's verifier then re-hashes every covered file (guard.signing.open_verified_model:
+   in place when nobody else can change the input, else into a private copy): everything after this step
+   reads exactly the bytes that were verified. The artifact checks run again on those bytes.
+3. mergelock: MergeLock detection (against the base for non-base inputs, which must be the same
+   architecture); a protected input is refused, or unlocked when a lock key is given.
 4. stages: each configured stage's `check_input` (probes; see guard.pipeline.stages).
 
 The input's files are fingerprinted before verification (guard.artifacts.identity.file_identity: device,
