@@ -34,7 +34,9 @@ def protected(tmp_path_factory):
         base_state = build(family).state_dict()
         save_state(family, base_state, root / "base")
         src = save_state(family, synthetic_fine_tune(base_state, scale=0.03, seed=5), root / "ft")
-        protect_model(src, root / "locked", key=KEY)
+        # The per-head and MLP transforms only: these tests check the canonicalisation of exactly those, which
+        # does not undo the residual-stream transform (on by default since issue 16; see the test below).
+        protect_model(src, root / "locked", key=KEY, residual="none")
         # As stored on disk (checkpoint names, which transformers may rename in memory).
         base, tuned, locked = (dict(open_model_dir(root / d).iter_tensors()) for d in ("base", "ft", "locked"))
         out[family] = (base, tuned, locked, transformers_config(open_model_dir(root / "locked").config))
@@ -96,7 +98,7 @@ def test_moved_unit_share_sees_permutations_and_sign_flips_not_noise():
 
 def test_weight_pass_measures_canonical_weights_of_a_locked_model(protected, tmp_path, llama_set):
     locked_dir = tmp_path / "locked"
-    protect_model(llama_set["ft0"], locked_dir, key=KEY)
+    protect_model(llama_set["ft0"], locked_dir, key=KEY, residual="none")
     inputs = ScanInputs(candidate=open_model_dir(locked_dir), base=open_model_dir(llama_set["base"]))
     wp = weight_pass(inputs, ProbeSettings())
     attention = [b for b in wp.candidate.blocks if b.kind == "attention"]
@@ -104,3 +106,16 @@ def test_weight_pass_measures_canonical_weights_of_a_locked_model(protected, tmp
     assert all(b.moved_units > 0.8 for b in wp.candidate.blocks if b.kind == "mlp")
     canonical = [s for s in wp.candidate.stats.values() if s.canonical]
     assert canonical and all(s.relative < 0.2 for s in canonical)  # fine-tune distance, not the lock's
+
+
+def test_default_lock_residual_transform_is_seen_as_moved_residual_dimensions(tmp_path, llama_set):
+    """Canonicalisation does not undo the residual-stream transform (on by default since issue 16): the weight
+    pass sees it instead, as embedding columns (residual dimensions) that all left their index."""
+    locked_dir = tmp_path / "locked"
+    protect_model(llama_set["ft0"], locked_dir, key=KEY)
+    inputs = ScanInputs(candidate=open_model_dir(locked_dir), base=open_model_dir(llama_set["base"]))
+    settings = ProbeSettings()
+    residual = [b for b in weight_pass(inputs, settings).candidate.blocks if b.kind == "residual"]
+    assert residual and all(b.moved_units >= settings.canonical.permuted_share for b in residual)
+    plain = ScanInputs(candidate=open_model_dir(llama_set["ft0"]), base=open_model_dir(llama_set["base"]))
+    assert all(b.moved_units == 0.0 for b in weight_pass(plain, settings).candidate.blocks if b.kind == "residual")
