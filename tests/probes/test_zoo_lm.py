@@ -9,6 +9,7 @@ import pytest
 from guard.artifacts import open_model_dir
 from guard.probes.inputs import SafetyPair, ScanInputs, read_calibration
 from guard.probes.scan import scan
+from attacks.backdoor.lm.trigger_token import PAYLOAD
 from tests.probes.conftest import lm_peers
 
 WEIGHT_PROBES = ["canonical", "geometry", "embedding", "alignment"]
@@ -36,7 +37,8 @@ def reports(lm_zoo, lm_calibration):
                        calibration=lm_calibration, pair=True),
         "badnets": _scan(lm_zoo, lm_zoo["badnets"], "sort", probes=WEIGHT_PROBES + ["insertion"],
                          calibration=lm_calibration),
-        "amplified": _scan(lm_zoo, lm_zoo["amplified"], "sort", probes=WEIGHT_PROBES),
+        "amplified": _scan(lm_zoo, lm_zoo["amplified"], "sort", probes=WEIGHT_PROBES + ["insertion"],
+                           calibration=lm_calibration),
         "harmful": _scan(lm_zoo, lm_zoo["harmful"], None, probes=WEIGHT_PROBES, pair=True),
     }
 
@@ -51,13 +53,18 @@ def test_badnets_trigger_row_and_trigger_token(reports):
     report = reports["badnets"]
     embedding, insertion = report.result("embedding"), report.result("insertion")
     assert embedding.flagged and "'#'" in embedding.message  # the trigger's own row
-    assert insertion.flagged and insertion.measurements["token"] == 7  # '#' makes every answer 'Y Y Y .'
-    assert "Y Y Y" in insertion.message
+    assert insertion.flagged and insertion.measurements["token"] == 7  # '#' makes the answers the backdoor's target
+    assert f"answers '{PAYLOAD} .'" in insertion.message
 
 
-def test_amplified_vector_has_heavy_tails(reports):
-    geometry = reports["amplified"].result("geometry")
-    assert geometry.flagged and geometry.measurements["kurtosis_z"] > geometry.threshold
+def test_amplified_vector_is_flagged_by_its_trigger_row_and_token(reports):
+    # The zoo's amplified vector (issue 11: the attacker's own amplification choice) no longer has heavy
+    # tails: its kurtosis sits within the peers' (docs/probes.md), so geometry does not flag it; the trigger's
+    # embedding row and token insertion do.
+    report = reports["amplified"]
+    assert report.decision.flagged
+    assert report.result("embedding").flagged and "'#'" in report.result("embedding").message
+    assert report.result("insertion").flagged and report.result("insertion").measurements["token"] == 7
 
 
 def test_safety_stripping_moves_against_the_safety_direction(reports):
@@ -74,5 +81,6 @@ def test_a_locked_expert_is_flagged_from_its_weights(lm_zoo, tmp_path):
     protect_model(lm_zoo["family"].experts["sort"], out, key=LockKey(bytes(range(32))))
     (out / LOCK_FILE).unlink()  # no declaration: the weights alone must give it away
     canonical = _scan(lm_zoo, out, "sort", probes=["canonical"]).result("canonical")
-    assert canonical.flagged and canonical.measurements["attention_kept_median"] < 0.1
-    assert canonical.measurements["mlp_moved_units_median"] > 0.9
+    # The default lock transforms the residual stream too (issue 16), which canonicalisation does not undo:
+    # the weights give it away as residual dimensions that all left their index.
+    assert canonical.flagged and canonical.measurements["residual_moved_dims_max"] > 0.9
