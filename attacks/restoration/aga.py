@@ -23,14 +23,10 @@ from typing import Any
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from guard.lock.layouts.base import AttentionWeights
+from guard.lock.layouts.base import AttentionWeights, augment_bias, split_bias
 from attacks.restoration.neurons import align_mlp_neurons
 from guard.lock.plan import LockPlan, plan_lock
 from guard.lock.sampling import rotary_pairs
-
-
-def _augment(w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    return w if b is None else torch.cat([w, b.unsqueeze(-1)], dim=-1)
 
 
 def fit_left(protected: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
@@ -99,10 +95,10 @@ def restore_block(protected: AttentionWeights, base: AttentionWeights, *, num_kv
     structured fit of restore_rotary_qk (RoPE models); without it QK gets the general fit."""
     g, r, d = num_kv_heads, heads_per_group, head_dim
     f64 = lambda t: None if t is None else t.to(torch.float64)  # noqa: E731
-    pq, pk, pv = _augment(f64(protected.q_w), f64(protected.q_b)), _augment(f64(protected.k_w), f64(protected.k_b)), \
-        _augment(f64(protected.v_w), f64(protected.v_b))
-    bq, bk, bv = _augment(f64(base.q_w), f64(base.q_b)), _augment(f64(base.k_w), f64(base.k_b)), \
-        _augment(f64(base.v_w), f64(base.v_b))
+    pq, pk, pv = augment_bias(f64(protected.q_w), f64(protected.q_b)), augment_bias(f64(protected.k_w), f64(protected.k_b)), \
+        augment_bias(f64(protected.v_w), f64(protected.v_b))
+    bq, bk, bv = augment_bias(f64(base.q_w), f64(base.q_b)), augment_bias(f64(base.k_w), f64(base.k_b)), \
+        augment_bias(f64(base.v_w), f64(base.v_b))
     po = f64(protected.o_w).reshape(-1, g, r, d)
     bo = f64(base.o_w).reshape(-1, g, r, d)
     pk_g, pv_g, bk_g, bv_g = _heads(pk, g), _heads(pv, g), _heads(bk, g), _heads(bv, g)
@@ -136,15 +132,9 @@ def restore_block(protected: AttentionWeights, base: AttentionWeights, *, num_kv
             out_o[:, j, u] = po[:, i, t] @ torch.linalg.inv(y_hat)
         out_v[j] = torch.linalg.solve(b_hat, pv_g[i])
 
-    def unaugment(parts: list[torch.Tensor], like_w: torch.Tensor, like_b: torch.Tensor | None):
-        stacked = torch.cat(parts, 0)
-        if like_b is None:
-            return stacked.to(like_w.dtype), None
-        return stacked[:, :-1].contiguous().to(like_w.dtype), stacked[:, -1].contiguous().to(like_b.dtype)
-
-    q_w, q_b = unaugment(out_q, protected.q_w, protected.q_b)
-    k_w, k_b = unaugment(out_k, protected.k_w, protected.k_b)
-    v_w, v_b = unaugment(out_v, protected.v_w, protected.v_b)
+    q_w, q_b = split_bias(torch.cat(out_q, 0), protected.q_w, protected.q_b)
+    k_w, k_b = split_bias(torch.cat(out_k, 0), protected.k_w, protected.k_b)
+    v_w, v_b = split_bias(torch.cat(out_v, 0), protected.v_w, protected.v_b)
     o_w = out_o.reshape(protected.o_w.shape).to(protected.o_w.dtype)
     return AttentionWeights(q_w, k_w, v_w, o_w, q_b, k_b, v_b)
 

@@ -23,7 +23,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from guard.lock.layouts.base import AttentionWeights, HeadGeometry
+from guard.lock.layouts.base import AttentionWeights, HeadGeometry, augment_bias, split_bias
 from guard.lock.mlp import MlpLayout, neuron_features, permute_block
 
 
@@ -46,10 +46,6 @@ def _f64(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.to(torch.float64)
 
 
-def _augment(w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    return w if b is None else torch.cat([w, b.unsqueeze(-1)], dim=-1)
-
-
 def _left_fit(target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     """Batched M minimising ||target - M source||_F; target/source [g, k, n] -> M [g, k, k]."""
     return torch.linalg.lstsq(source.transpose(1, 2), target.transpose(1, 2)).solution.transpose(1, 2)
@@ -66,9 +62,9 @@ def canonicalise_attention(cand: AttentionWeights, base: AttentionWeights, geo: 
     """Undo per-group linear transforms of one attention block against the base (float64 math)."""
     g, r, d = geo.num_kv_heads, geo.heads_per_group, geo.head_dim
     hidden = cand.q_w.shape[1]
-    q_c, k_c, v_c = (_augment(_f64(w), _f64(b)) for w, b in ((cand.q_w, cand.q_b), (cand.k_w, cand.k_b),
+    q_c, k_c, v_c = (augment_bias(_f64(w), _f64(b)) for w, b in ((cand.q_w, cand.q_b), (cand.k_w, cand.k_b),
                                                             (cand.v_w, cand.v_b)))
-    q_0, k_0, v_0 = (_augment(_f64(w), _f64(b)) for w, b in ((base.q_w, base.q_b), (base.k_w, base.k_b),
+    q_0, k_0, v_0 = (augment_bias(_f64(w), _f64(b)) for w, b in ((base.q_w, base.q_b), (base.k_w, base.k_b),
                                                            (base.v_w, base.v_b)))
     n_in = q_c.shape[1]
 
@@ -93,14 +89,9 @@ def canonicalise_attention(cand: AttentionWeights, base: AttentionWeights, geo: 
     o_new = torch.linalg.solve(y.transpose(1, 2), o_c_g.transpose(1, 2)).transpose(1, 2)
     o_new = o_new.reshape(g, r, n_out, d).permute(2, 0, 1, 3).reshape(n_out, g * r * d)
 
-    def split(x: torch.Tensor, like_w: torch.Tensor, like_b: torch.Tensor | None):
-        if like_b is None:
-            return x.to(like_w.dtype), None
-        return x[:, :-1].contiguous().to(like_w.dtype), x[:, -1].contiguous().to(like_b.dtype)
-
-    q_w, q_b = split(q_new, cand.q_w, cand.q_b)
-    k_w, k_b = split(k_new, cand.k_w, cand.k_b)
-    v_w, v_b = split(v_new, cand.v_w, cand.v_b)
+    q_w, q_b = split_bias(q_new, cand.q_w, cand.q_b)
+    k_w, k_b = split_bias(k_new, cand.k_w, cand.k_b)
+    v_w, v_b = split_bias(v_new, cand.v_w, cand.v_b)
     canonical = AttentionWeights(q_w, k_w, v_w, o_new.to(cand.o_w.dtype), q_b, k_b, v_b)
     raw = _distance([(q_c, q_0), (k_c, k_0), (v_c, v_0), (o_c, o_0)])
     canon = _distance([(q_new, q_0), (k_new, k_0), (v_new, v_0), (o_new, o_0)])

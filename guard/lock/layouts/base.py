@@ -168,6 +168,18 @@ class Layout:
 
 # ---- helpers the adapters share for reading configs ---------------------------------------------
 
+def augment_bias(w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """A projection's weight with its bias as one more input column (so one fit moves both)."""
+    return w if b is None else torch.cat([w, b.unsqueeze(-1)], dim=-1)
+
+
+def split_bias(x: torch.Tensor, like_w: torch.Tensor, like_b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """augment_bias undone: (weight, bias) in the dtypes of like_w / like_b (bias None where like_b is)."""
+    if like_b is None:
+        return x.to(like_w.dtype), None
+    return x[:, :-1].contiguous().to(like_w.dtype), x[:, -1].contiguous().to(like_b.dtype)
+
+
 def config_value(config: Any, *names: str, default: Any = None) -> Any:
     for name in names:
         value = getattr(config, name, None)
