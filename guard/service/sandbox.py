@@ -217,6 +217,20 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _peak_rss_bytes(usage) -> int:
+    """This process's own peak RSS. Not ru_maxrss: Linux carries it across fork and exec, so it starts at the
+    spawning process's resident size (a worker inside pytest reads pytest's peak); VmHWM belongs to the
+    address space exec created."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return usage.ru_maxrss * 1024
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     limits = json.loads(argv[0])
@@ -233,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(json.dumps({"error": exc.one_line()}) + "\n")
             return EXIT_RETRY
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        resources = {"max_rss_bytes": usage.ru_maxrss * 1024, "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}
+        resources = {"max_rss_bytes": _peak_rss_bytes(usage), "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}
         sys.stdout.write(json.dumps({"result": result, "resources": resources}, default=str) + "\n")
         sys.stdout.flush()
         return 0
