@@ -15,6 +15,8 @@ Both keep the same entries except among equal magnitudes at the cut.
 
 from __future__ import annotations
 
+import abc
+
 import torch
 
 MAGNITUDE_MASKS = ("threshold", "argsort")
@@ -93,11 +95,12 @@ def bottom_excluded_mask(magnitudes: torch.Tensor, keep: int, drop_top: int, *, 
     return top_k_mask(magnitudes, drop_top + keep, rule=rule) & ~top_k_mask(magnitudes, drop_top, rule=rule)
 
 
-class ChunkedMask:
+class ChunkedMask(abc.ABC):
     """A sparsified task vector handed out chunk by chunk, each chunk once, in increasing order."""
 
+    @abc.abstractmethod
     def chunk(self, start: int, stop: int) -> torch.Tensor:
-        raise NotImplementedError
+        """The sparsified entries [start, stop) of the flattened task vector."""
 
 
 class Precomputed(ChunkedMask):
