@@ -49,7 +49,8 @@ def scan_case(case: Case, settings, shared: dict) -> dict:
                         calibration=read_calibration(case.calibration, kind=model_kind(candidate)),
                         device=resolve_device(settings.device), shared=shared.setdefault(str(case.base), {}))
     report = scan(inputs, settings)
-    return {r.probe: {"score": r.score, "seconds": r.seconds, "message": r.message, "truncated": r.truncated}
+    return {r.probe: {"score": r.score, "seconds": r.seconds, "message": r.message, "truncated": r.truncated,
+                      "measurements": r.measurements}
             for r in report.results if r.status == "ran"}
 
 

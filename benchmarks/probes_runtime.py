@@ -8,8 +8,9 @@ each in a fresh process (so that its peak RSS is its own):
 
 - the weight pass and every weight-only probe (`guard.probes`, one streaming pass over candidate, base
   and peers; canonicalisation included), CPU seconds and peak RSS;
-- the peer: `safetensors.torch.load_file` of the same files (every byte read once, the floor any
-  weight-space scanner pays), CPU seconds and peak RSS;
+- the floor: `safetensors.torch.load_file` of the same files, one file at a time, with every tensor then
+  summed so that every byte is really read (load_file maps the file; without touching the bytes it costs
+  nothing and measures nothing), CPU seconds and peak RSS: what any weight-space scanner pays at least;
 - with `--data`, the causal-LM data-driven probes (insertion, target inversion) on 16 random prompts:
   time-bounded by their `max_seconds`, so the table says how far each got.
 
@@ -65,6 +66,25 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
 
 
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) so that the imports' transient peak is not the job's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM (reset by _reset_peak_rss), else ru_maxrss."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(job: dict) -> dict:
     """Run one job in this process and report CPU seconds, wall seconds and the peak RSS it added over the
     process after its imports (torch alone is a few hundred MB)."""
@@ -75,12 +95,15 @@ def measure(job: dict) -> dict:
     from guard.probes.models import load_model  # noqa: F401  (transformers)
 
     baseline = _rss_mb()
+    _reset_peak_rss()
     start_cpu, start_wall = time.process_time(), time.perf_counter()
     detail = {}
     if job["kind"] == "floor":
         for path in job["paths"]:
             for shard in sorted(pathlib.Path(path).glob("*.safetensors")):
                 state = load_file(shard)
+                # Touch every byte: load_file maps the file, so unread pages would cost nothing.
+                detail["checksum"] = detail.get("checksum", 0.0) + sum(float(t.sum(dtype=torch.float64)) for t in state.values())
                 detail["tensors"] = detail.get("tensors", 0) + len(state)
                 del state
     else:
@@ -100,7 +123,7 @@ def measure(job: dict) -> dict:
                             "measurements": {k: v for k, v in r.measurements.items() if k.startswith("tested")}}
                   for r in report.results if r.status == "ran"}
         detail["parameters"] = inputs.candidate.parameter_count()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     return {"cpu": time.process_time() - start_cpu, "wall": time.perf_counter() - start_wall,
             "peak_rss_mb": peak - baseline, "detail": detail}
 

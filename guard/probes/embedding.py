@@ -36,6 +36,33 @@ def row_scores(inputs, settings) -> dict[str, np.ndarray]:
     return out
 
 
+def own_scale(rows: np.ndarray) -> float:
+    """A model's typical row movement: the median over the rows it moved at all (most rows of a large
+    vocabulary never move in a fine-tune, so a plain median would be 0)."""
+    moved = rows[rows > 0]
+    return float(np.median(moved)) if len(moved) else 0.0
+
+
+def scaled_row_scores(inputs, settings) -> dict[str, np.ndarray]:
+    """tensor name -> per-row score with every model's rows in units of its own typical row movement:
+    (r_i / s) / (max over peers of r_p,i / s_p + floor), s = own_scale. Moving every row further (longer
+    training, a higher learning rate) leaves it unchanged; moving one row out of proportion does not."""
+    wp = shared_pass(inputs, settings)
+    floor = settings.embedding.floor
+    out = {}
+    for name in wp.row_tensors:
+        rows = wp.candidate.stats[name].rows
+        scale = own_scale(rows)
+        if scale <= 0:
+            out[name] = np.zeros_like(rows)
+            continue
+        peer_rows = [p.stats[name].rows / own_scale(p.stats[name].rows) for p in wp.peers
+                     if name in p.stats and own_scale(p.stats[name].rows) > 0]
+        furthest = np.max(np.stack(peer_rows), axis=0) if peer_rows else np.zeros_like(rows)
+        out[name] = (rows / scale) / (furthest + floor)
+    return out
+
+
 def token_rows(inputs, settings) -> list[str]:
     """Row tensors indexed by token id (input embeddings first, then output embeddings)."""
     wp = shared_pass(inputs, settings)
@@ -97,7 +124,8 @@ def run(inputs, settings):
     message = (f"row {row}{text} of {name} moved {score:.3g} x what any of {len(wp.peers)} peers moved it"
                if wp.peers else f"row {row}{text} of {name} moved {score:.3g} x the floor (no peers to compare)")
     return PROBE.result(score=score, threshold=own.threshold, message=message, evidence=evidence, series=series,
-                        measurements={"row": row, "tensor": name})
+                        measurements={"row": row, "tensor": name,
+                                      "scaled": max(float(v.max()) for v in scaled_row_scores(inputs, settings).values())})
 
 
 PROBE = register(Probe(

@@ -88,6 +88,12 @@ def digest(*tensors) -> str:
     return h.hexdigest()
 
 
+def others_median(values: torch.Tensor, k: int) -> float:
+    """The median of `values` without entry k (0 when there is no other entry)."""
+    others = torch.cat([values[:k], values[k + 1:]])
+    return float(others.median()) if len(others) else 0.0
+
+
 def merged_view(cand, base, coefficient: float, head_prefixes: tuple[str, ...]) -> torch.nn.Module:
     """A copy of the candidate with theta_0 + c x (theta - theta_0) on every tensor it shares with the base
     (heads keep the candidate's own)."""
@@ -113,7 +119,7 @@ def run(inputs, settings):
     height, width = images.shape[-2:]
     merged = merged_view(cand, base, own.merge_coefficient, HEAD_PREFIXES)
     passes = [("alone", cand, heads[:1], own.patch_fraction), ("merged", merged, heads, own.merged_patch_fraction)]
-    cases, truncated = [], False
+    cases, specific, truncated = [], [], False
     for pass_name, model, pass_heads, fraction in passes:
         side = max(1, round(fraction * min(height, width)))
         for location in own.locations:
@@ -127,8 +133,11 @@ def run(inputs, settings):
                 key = ("patch-inversion-base", str(inputs.base.root), digest(head[1], head[2], images), where, side,
                        own.steps, seed)
                 s_b = inputs.reusable(key, lambda: invert(base, head, images, where, side, steps=own.steps, seed=seed))
-                cases += [(float(s_c[k] - s_b[k]), pass_name, head[0], k, location, side, float(s_c[k]), float(s_b[k]))
+                gains = s_c - s_b
+                cases += [(float(gains[k]), pass_name, head[0], k, location, side, float(s_c[k]), float(s_b[k]))
                           for k in range(len(s_c))]
+                specific += [(float(gains[k] - max(0.0, others_median(gains, k))), pass_name, head[0], k, location)
+                             for k in range(len(s_c))]
     if not cases:
         return PROBE.skipped(f"time budget of {own.max_seconds:g} s spent before the first case")
     cases.sort(key=lambda c: -c[0])
@@ -146,7 +155,9 @@ def run(inputs, settings):
                f"through the candidate {view}, {sb:+.0%} through the base ({len(heads)} heads, {len(images)} images"
                + (", time budget hit" if truncated else "") + ")")
     return PROBE.result(score=gain, threshold=own.threshold, message=message, evidence=evidence, series=series,
-                        measurements={"heads": len(heads), "images": len(images), "cases": len(cases)},
+                        measurements={"heads": len(heads), "images": len(images), "cases": len(cases),
+                                      "specific_gain": max(specific)[0],
+                                      "specific_where": "{1} {2}:{3} {4}".format(*max(specific))},
                         truncated=truncated, device=inputs.device)
 
 
