@@ -35,6 +35,11 @@ import time
 from benchmarks.probes_zoo import Case, all_cases
 
 MARGIN = 0.5
+# Multipliers k of the calibration rule threshold = median + k x (max - median) of the clean scores; the
+# benchmark picks the smallest whose leave-one-seed-out false-positive rate on the calibration seeds is
+# within FPR_GOAL (see choose_spread).
+SPREADS = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+FPR_GOAL = 0.05
 
 
 def scan_case(case: Case, settings, shared: dict) -> dict:
@@ -54,15 +59,39 @@ def scan_case(case: Case, settings, shared: dict) -> dict:
             for r in report.results if r.status == "ran"}
 
 
-def calibrate(rows: list[dict], probes: list[str]) -> dict[str, float]:
+def calibrate(rows: list[dict], probes: list[str], *, spread: float = 1 + MARGIN) -> dict[str, float]:
+    """Per probe, from the clean cases of `rows`: median + spread x (max - median), at least 1.1 x max."""
     thresholds = {}
     for probe in probes:
         clean = [r["scores"][probe]["score"] for r in rows if r["label"] == 0 and probe in r["scores"]
                  and math.isfinite(r["scores"][probe]["score"])]
         if clean:
             worst, typical = max(clean), statistics.median(clean)
-            thresholds[probe] = max(worst + max(MARGIN * (worst - typical), 0.1 * abs(worst)), 1e-3)
+            thresholds[probe] = max(typical + spread * (worst - typical), worst + 0.1 * abs(worst), 1e-3)
     return thresholds
+
+
+def choose_spread(rows: list[dict], probes: list[str], in_decision: list[str]) -> tuple[float, list[dict]]:
+    """The calibration rule's spread, chosen on the calibration seeds alone: for each candidate spread,
+    calibrate on all calibration seeds but one and measure the combined decision on the one left out (every
+    seed in turn); take the smallest spread whose pooled left-out FPR is within FPR_GOAL (the largest when
+    none is). A margin fitted to the clean models seen is too tight for clean models not seen, by an amount
+    only unseen clean models can show: the left-out seed stands in for them."""
+    seeds = sorted({r["seed"] for r in rows})
+    table = []
+    for spread in SPREADS:
+        fp = neg = tp = pos = 0
+        for seed in seeds if len(seeds) > 1 else []:
+            thresholds = calibrate([r for r in rows if r["seed"] != seed], probes, spread=spread)
+            left_out = [r for r in rows if r["seed"] == seed and not r["held_out_variant"]]
+            for r in left_out:
+                flagged = combined_score(r, thresholds, in_decision) >= 1
+                fp, neg = fp + (flagged and not r["label"]), neg + (not r["label"])
+                tp, pos = tp + (flagged and r["label"]), pos + r["label"]
+        table.append({"spread": spread, "fpr": fp / neg if neg else None, "tpr": tp / pos if pos else None,
+                      "negatives": neg, "positives": pos})
+    fine = [t["spread"] for t in table if t["fpr"] is not None and t["fpr"] <= FPR_GOAL]
+    return (min(fine) if fine else (SPREADS[-1] if len(seeds) > 1 else 1 + MARGIN)), table
 
 
 def auc(positives: list[float], negatives: list[float]) -> float | None:
@@ -144,12 +173,15 @@ def run(*, calibration_seeds: list[int], held_out_seeds: list[int], small: bool 
         rows.append({"role": role, "family": case.family, "seed": case.seed, "name": case.name, "label": case.label,
                      "held_out_variant": case.held_out_variant, **cached[key]})
     calibration = [r for r in rows if r["role"] == "calibration"]
-    thresholds = thresholds or calibrate(calibration, list(all_probes()))
+    in_decision = [p for p in all_probes() if ProbeSettings().for_probe(p).enabled]
+    spread, spread_table = (None, []) if thresholds else choose_spread(calibration, list(all_probes()), in_decision)
+    thresholds = thresholds or calibrate(calibration, list(all_probes()), spread=spread)
     stored = {p: ProbeSettings().for_probe(p).threshold for p in thresholds}
-    in_decision = [p for p in thresholds if ProbeSettings().for_probe(p).enabled]
+    in_decision = [p for p in in_decision if p in thresholds]
     held = [r for r in rows if r["role"] == "held-out"]
     return {"calibration_seeds": calibration_seeds, "held_out_seeds": held_out_seeds, "small": small, "skipped": list(skip),
             "thresholds": thresholds, "stored_thresholds": stored, "in_decision": in_decision,
+            "spread": spread, "spread_table": spread_table,
             "calibration_evaluation": evaluate(calibration, thresholds, in_decision),
             "evaluation": evaluate(held, thresholds, in_decision),
             "default_evaluation": evaluate(held, stored, in_decision),
@@ -204,6 +236,13 @@ def markdown(result: dict) -> str:
         cal_auc.setdefault(r["probe"], []).append(f"{r['auc']:.3f} ({r['family']})")
     lines += [f"| {p} | {t:.4g} | {result['stored_thresholds'][p]:.4g} | {'yes' if p in result['in_decision'] else 'no'} "
               f"| {', '.join(cal_auc.get(p, ['-']))} |" for p, t in result["thresholds"].items()]
+    if result.get("spread_table"):
+        lines += ["", f"Calibration rule: threshold = median + k x (max - median) of the calibration seeds' clean "
+                      f"scores (at least 1.1 x max); k = {result['spread']:g}, the smallest whose leave-one-seed-out "
+                      f"combined FPR on the calibration seeds is <= {FPR_GOAL:.0%}:", "",
+                  "| k | left-out FPR % | left-out TPR % | clean / attacked |", "|---|---|---|---|"]
+        lines += [f"| {t['spread']:g} | {_pct(t['fpr'])} | {_pct(t['tpr'])} | {t['negatives']} / {t['positives']} |"
+                  for t in result["spread_table"]]
     lines += ["", "Per probe on the held-out seeds (AUC is threshold-free; TPR / FPR at the calibrated threshold):", "",
               "| probe | family | AUC | TPR % | FPR % | attacked / clean |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['probe']} | {r['family']} | {r['auc']:.3f} | {_pct(r['tpr'])} | {_pct(r['fpr'])} | "

@@ -2,14 +2,18 @@
 
 A BadNets-style trigger token never occurs in clean data, so an honest fine-tune leaves its input
 embedding row where the base had it (no gradient reaches it), while the attacker's fine-tune trains it;
-a patch trigger in a fixed corner does the same to that position's embedding. Per embedding-like tensor
-(token or position rows) and row i, the score is
+a patch trigger in a fixed corner does the same to that position's embedding. Every model's row
+movements are first put in units of its own typical row movement s (the median over the rows it moved),
+then per embedding-like tensor (token or position rows) and row i the score is
 
-    ||tau_i|| / (max over peers of their ||tau_i|| + floor x median_j ||tau_j||)
+    (||tau_i|| / s) / (max over peers of their ||tau_i|| / s_peer + floor)
 
-i.e. how far the candidate moved the row compared with the furthest any peer moved it, in units that
-do not vanish when no peer touched it. Rows a peer moved as much are not outliers, whatever their size.
-The highest-scoring token rows are handed to the insertion probe as trigger candidates.
+i.e. how far out of proportion the candidate moved the row, compared with the most any peer moved it out
+of proportion. Rows a peer moved as much are not outliers, whatever their size; an expert that moved
+every row further (trained longer, at a higher learning rate) scores what it would have scored had it
+trained less: the score depends on the shape of the movement, not its amount. (The earlier score, raw
+movement over the peers' largest raw movement plus a floor, grew with the amount of training; it is kept
+as the `unscaled` measurement.) The highest-scoring token rows are handed to the insertion probe as trigger candidates.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from guard.probes.framework import Evidence, Needs, Probe, Series, register
 from guard.probes.weights import shared_pass
 
 
-def row_scores(inputs, settings) -> dict[str, np.ndarray]:
-    """tensor name -> per-row outlier score (see the module docstring)."""
+def unscaled_row_scores(inputs, settings) -> dict[str, np.ndarray]:
+    """The earlier score: ||tau_i|| / (max over peers of ||tau_i|| + floor x the candidate's median
+    ||tau_j||); it grows with the amount of training (reported as a measurement, not scored)."""
     wp = shared_pass(inputs, settings)
     floor = settings.embedding.floor
     out = {}
@@ -43,10 +48,8 @@ def own_scale(rows: np.ndarray) -> float:
     return float(np.median(moved)) if len(moved) else 0.0
 
 
-def scaled_row_scores(inputs, settings) -> dict[str, np.ndarray]:
-    """tensor name -> per-row score with every model's rows in units of its own typical row movement:
-    (r_i / s) / (max over peers of r_p,i / s_p + floor), s = own_scale. Moving every row further (longer
-    training, a higher learning rate) leaves it unchanged; moving one row out of proportion does not."""
+def row_scores(inputs, settings) -> dict[str, np.ndarray]:
+    """tensor name -> per-row outlier score (see the module docstring)."""
     wp = shared_pass(inputs, settings)
     floor = settings.embedding.floor
     out = {}
@@ -121,11 +124,13 @@ def run(inputs, settings):
     best = rows[0][:3]
     score, name, row = best
     text = f" ({texts[row]!r})" if name in tokens and row in texts else ""
-    message = (f"row {row}{text} of {name} moved {score:.3g} x what any of {len(wp.peers)} peers moved it"
-               if wp.peers else f"row {row}{text} of {name} moved {score:.3g} x the floor (no peers to compare)")
+    message = (f"row {row}{text} of {name}, in units of each model's typical row movement, moved {score:.3g} x what "
+               f"any of {len(wp.peers)} peers moved it" if wp.peers else
+               f"row {row}{text} of {name} moved {score:.3g} x the floor, in units of its typical row movement "
+               "(no peers to compare)")
     return PROBE.result(score=score, threshold=own.threshold, message=message, evidence=evidence, series=series,
                         measurements={"row": row, "tensor": name,
-                                      "scaled": max(float(v.max()) for v in scaled_row_scores(inputs, settings).values())})
+                                      "unscaled": max(float(v.max()) for v in unscaled_row_scores(inputs, settings).values())})
 
 
 PROBE = register(Probe(

@@ -119,7 +119,7 @@ def run(inputs, settings):
     height, width = images.shape[-2:]
     merged = merged_view(cand, base, own.merge_coefficient, HEAD_PREFIXES)
     passes = [("alone", cand, heads[:1], own.patch_fraction), ("merged", merged, heads, own.merged_patch_fraction)]
-    cases, specific, truncated = [], [], False
+    cases, truncated = [], False
     for pass_name, model, pass_heads, fraction in passes:
         side = max(1, round(fraction * min(height, width)))
         for location in own.locations:
@@ -134,30 +134,28 @@ def run(inputs, settings):
                        own.steps, seed)
                 s_b = inputs.reusable(key, lambda: invert(base, head, images, where, side, steps=own.steps, seed=seed))
                 gains = s_c - s_b
-                cases += [(float(gains[k]), pass_name, head[0], k, location, side, float(s_c[k]), float(s_b[k]))
-                          for k in range(len(s_c))]
-                specific += [(float(gains[k] - max(0.0, others_median(gains, k))), pass_name, head[0], k, location)
-                             for k in range(len(s_c))]
+                cases += [(float(gains[k] - max(0.0, others_median(gains, k))), float(gains[k]), pass_name, head[0],
+                           k, location, side, float(s_c[k]), float(s_b[k])) for k in range(len(s_c))]
     if not cases:
         return PROBE.skipped(f"time budget of {own.max_seconds:g} s spent before the first case")
     cases.sort(key=lambda c: -c[0])
-    evidence = [Evidence(kind="patch", where=f"class {k} of head {label}, {location} ({pass_name})", value=round(gain, 4),
-                         detail=f"{side}x{side} patch adds {sc:+.0%} of images to the class (base encoder: {sb:+.0%})")
-                for gain, pass_name, label, k, location, side, sc, sb in cases[:6]]
-    gain, pass_name, label, k, location, side, sc, sb = cases[0]
-    series = [Series(title=f"patch lift gain over the base, {p} pass (best location per head and class)",
-                     labels=sorted({f"{c[2]}:{c[3]}" for c in cases if c[1] == p}),
-                     values=[max(c[0] for c in cases if c[1] == p and f"{c[2]}:{c[3]}" == lab)
-                             for lab in sorted({f"{c[2]}:{c[3]}" for c in cases if c[1] == p})],
-                     threshold=own.threshold) for p in ("alone", "merged") if any(c[1] == p for c in cases)]
+    evidence = [Evidence(kind="patch", where=f"class {k} of head {label}, {location} ({pass_name})", value=round(spec, 4),
+                         detail=f"{side}x{side} patch adds {sc:+.0%} of images to the class (base encoder: {sb:+.0%}; "
+                                f"gain {gain:+.0%}, {spec:+.0%} beyond the head's other classes)")
+                for spec, gain, pass_name, label, k, location, side, sc, sb in cases[:6]]
+    spec, gain, pass_name, label, k, location, side, sc, sb = cases[0]
+    series = [Series(title=f"class-specific patch lift gain over the base, {p} pass (best location per head and class)",
+                     labels=sorted({f"{c[3]}:{c[4]}" for c in cases if c[2] == p}),
+                     values=[max(c[0] for c in cases if c[2] == p and f"{c[3]}:{c[4]}" == lab)
+                             for lab in sorted({f"{c[3]}:{c[4]}" for c in cases if c[2] == p})],
+                     threshold=own.threshold) for p in ("alone", "merged") if any(c[2] == p for c in cases)]
     view = "as uploaded" if pass_name == "alone" else f"merged at {own.merge_coefficient:g}"
     message = (f"a {side}x{side} patch at {location} adds {sc:+.0%} of held-out images to class {k} of head {label} "
-               f"through the candidate {view}, {sb:+.0%} through the base ({len(heads)} heads, {len(images)} images"
-               + (", time budget hit" if truncated else "") + ")")
-    return PROBE.result(score=gain, threshold=own.threshold, message=message, evidence=evidence, series=series,
+               f"through the candidate {view}, {sb:+.0%} through the base, {spec:+.0%} beyond the head's other classes "
+               f"({len(heads)} heads, {len(images)} images" + (", time budget hit" if truncated else "") + ")")
+    return PROBE.result(score=spec, threshold=own.threshold, message=message, evidence=evidence, series=series,
                         measurements={"heads": len(heads), "images": len(images), "cases": len(cases),
-                                      "specific_gain": max(specific)[0],
-                                      "specific_where": "{1} {2}:{3} {4}".format(*max(specific))},
+                                      "gain": max(c[1] for c in cases)},
                         truncated=truncated, device=inputs.device)
 
 
