@@ -2,16 +2,17 @@
 
     python -m benchmarks.probes [--calibration-seeds 0,1] [--held-out-seeds 3,4] [--families vision,lm]
                                 [--skip PROBE,...] [--out FILE.md] [--svg FILE.svg] [--scores FILE.json]
-                                [--save FILE.json] [--thresholds SAVED.json] [--small]
+                                [--save FILE.json] [--thresholds SAVED.json] [--earlier-scores] [--small]
 
 1. Build (or find cached) both small zoo families for every seed, their attacks, MergeLock-protected
    copies and, on the held-out seeds, variants the probes were not designed on (benchmarks/probes_zoo.py).
 2. Scan every case with every probe (guard.probes.scan, default settings: a probe's score does not
    depend on its threshold).
 3. Calibrate each probe's threshold on the clean cases of the calibration seeds only:
-   threshold = max + max(0.5 x (max - median), 0.1 x |max|) of their scores (a margin above the worst
-   clean model seen). Every probe is measured; the combined decision uses the probes guard enables by
-   default (ProbeSettings), and the calibration seeds' AUC of each probe is reported beside it.
+   threshold = median + k x (max - median) of their scores, at least 1.1 x max, with k chosen on the
+   calibration seeds too, by leave-one-seed-out (choose_spread). Every probe is measured; the combined
+   decision uses the probes guard enables by default (ProbeSettings), and the calibration seeds' AUC of
+   each probe is reported beside it.
 4. Report on the held-out seeds: per probe and family the AUC (threshold-free) and the TPR / FPR at the
    calibrated threshold, the combined decision (a model is flagged when any probe reaches its
    threshold; its ROC sweeps one multiplier over all thresholds), every MergeLock-protected case, and the
@@ -144,11 +145,25 @@ def evaluate(rows: list[dict], thresholds: dict[str, float], in_decision: list[s
     return out
 
 
+# The scores as the probes defined them before they were made independent of how far an expert moved: each
+# probe keeps its earlier score as a measurement; `--earlier-scores` evaluates those instead.
+EARLIER_SCORES = {"embedding": "unscaled", "patch_inversion": "gain"}
+
+
+def with_earlier_scores(entry: dict) -> dict:
+    """A cached case's scores with every probe of EARLIER_SCORES scored by its earlier definition."""
+    scores = {}
+    for probe, value in entry["scores"].items():
+        earlier = value.get("measurements", {}).get(EARLIER_SCORES.get(probe, ""))
+        scores[probe] = {**value, "score": earlier} if earlier is not None else value
+    return {**entry, "scores": scores}
+
+
 def run(*, calibration_seeds: list[int], held_out_seeds: list[int], small: bool = False,
         families: tuple[str, ...] = ("vision", "lm"), scores_path: pathlib.Path | None = None,
-        thresholds: dict[str, float] | None = None, skip: tuple[str, ...] = ()) -> dict:
+        thresholds: dict[str, float] | None = None, skip: tuple[str, ...] = (), earlier: bool = False) -> dict:
     """Scan, calibrate (unless `thresholds` are given: e.g. those of a run on another numeric path) and
-    evaluate."""
+    evaluate; `earlier`: with the probes' earlier score definitions (EARLIER_SCORES)."""
     from guard.probes.framework import all_probes
     from guard.probes.settings import ProbeSettings
 
@@ -171,7 +186,8 @@ def run(*, calibration_seeds: list[int], held_out_seeds: list[int], small: bool 
             if scores_path is not None:
                 scores_path.write_text(json.dumps(cached, indent=1, sort_keys=True))
         rows.append({"role": role, "family": case.family, "seed": case.seed, "name": case.name, "label": case.label,
-                     "held_out_variant": case.held_out_variant, **cached[key]})
+                     "held_out_variant": case.held_out_variant,
+                     **(with_earlier_scores(cached[key]) if earlier else cached[key])})
     calibration = [r for r in rows if r["role"] == "calibration"]
     in_decision = [p for p in all_probes() if ProbeSettings().for_probe(p).enabled]
     spread, spread_table = (None, []) if thresholds else choose_spread(calibration, list(all_probes()), in_decision)
@@ -180,6 +196,7 @@ def run(*, calibration_seeds: list[int], held_out_seeds: list[int], small: bool 
     in_decision = [p for p in in_decision if p in thresholds]
     held = [r for r in rows if r["role"] == "held-out"]
     return {"calibration_seeds": calibration_seeds, "held_out_seeds": held_out_seeds, "small": small, "skipped": list(skip),
+            "earlier_scores": earlier,
             "thresholds": thresholds, "stored_thresholds": stored, "in_decision": in_decision,
             "spread": spread, "spread_table": spread_table,
             "calibration_evaluation": evaluate(calibration, thresholds, in_decision),
@@ -226,6 +243,8 @@ def markdown(result: dict) -> str:
     ev = result["evaluation"]
     lines = [f"Calibration seeds {result['calibration_seeds']}, held-out seeds {result['held_out_seeds']}"
              + (" (SMALL MODE: one seed in both roles, cheap settings; not an evaluation)" if result["small"] else "")
+             + (" (EARLIER SCORES: " + ", ".join(f"{p} scored by its `{m}` measurement" for p, m in EARLIER_SCORES.items())
+                + ")" if result.get("earlier_scores") else "")
              + f"; {result['machine']}.", "",
              "Thresholds (calibrated on the calibration seeds' clean cases; stored = guard's defaults) and the AUC "
              "each probe has on the calibration seeds (which is how the default probe set was chosen):", "",
@@ -322,6 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--svg", type=pathlib.Path)
     parser.add_argument("--scores", type=pathlib.Path, help="JSON file of per-case scores, reused when it exists")
     parser.add_argument("--save", type=pathlib.Path, help="write the result (thresholds, evaluation) as JSON")
+    parser.add_argument("--earlier-scores", action="store_true",
+                        help="evaluate the probes' earlier score definitions (kept as measurements)")
     parser.add_argument("--thresholds", type=pathlib.Path,
                         help="a saved result whose thresholds to use instead of calibrating (no calibration seeds)")
     args = parser.parse_args(argv)
@@ -337,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"seeds {sorted(overlap)} are in both roles")
     result = run(calibration_seeds=cal, held_out_seeds=held, small=args.small,
                  families=tuple(args.families.split(",")), scores_path=args.scores, thresholds=given,
-                 skip=tuple(p for p in args.skip.split(",") if p))
+                 skip=tuple(p for p in args.skip.split(",") if p), earlier=args.earlier_scores)
     text = markdown(result)
     from guard.artifacts.atomic import write_atomically
 
