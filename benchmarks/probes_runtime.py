@@ -88,7 +88,7 @@ def _peak_rss_mb() -> float:
 def measure(job: dict) -> dict:
     """Run one job in this process and report CPU seconds, wall seconds and the peak RSS it added over the
     process after its imports (torch alone is a few hundred MB)."""
-    import torch  # noqa: F401  (imports are not the job's cost)
+    import torch  # imported before the clock starts: imports are not the job's cost
     from safetensors.torch import load_file
 
     import guard.probes.library  # noqa: F401
