@@ -48,8 +48,8 @@ class CanonicalSettings(_Frozen):
 
 class EmbeddingSettings(_Frozen):
     """Embedding-row and rare-token outliers: a row (token, position) the candidate moved far more than
-    its peers did. Score: the largest row's movement over (the peers' largest movement of that row +
-    `floor` x the candidate's median row movement)."""
+    its peers did. Score: with each model's row movements in units of its own typical row movement, the
+    largest row's movement over (the peers' largest movement of that row + `floor`)."""
 
     enabled: bool = True
     threshold: float = pydantic.Field(default=8.0, gt=0)
@@ -109,8 +109,9 @@ class PatchInversionSettings(_Frozen):
     """P5, universal-patch inversion against the base, in two passes: the candidate alone with its own head
     and a small patch (plain backdoors of its own task), and the candidate as a merge would see it,
     theta_0 + `merge_coefficient` x tau, under every head (its own and its peers'; off-task backdoors aim at
-    another contributor's class) with a larger patch. Score: the largest gain in patch success rate of the
-    candidate over the base encoder under the same head, class and location."""
+    another contributor's class) with a larger patch. Score: the largest class-specific gain in patch success
+    rate of the candidate over the base encoder under the same head, class and location (the gain less the
+    head's other classes' median gain there, when that is positive)."""
 
     enabled: bool = True
     threshold: float = pydantic.Field(default=0.5, gt=0)
