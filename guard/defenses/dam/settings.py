@@ -50,6 +50,11 @@ class DamSettings(pydantic.BaseModel):
         "small triggers such as backdoor patches rather than diffuse adversarial noise")
     trigger_area: float = pydantic.Field(default=1.0, ge=0, description="blend trigger: weight of the mask's mean "
                                          "(area) penalty in the trigger step")
+    backdoor_mask: Literal["shared", "per_model"] = pydantic.Field(
+        default="shared", description="shared: one mask over the merged task vector (the paper's and the code's); "
+        "per_model: guard's named option: the mask that sees the surrogate trigger (code: the one mask; paper: the "
+        "Backdoor-Detection mask) has its own cells per merged model, so the parameters it drops are dropped from "
+        "the task vector that carries the backdoor, not from every contributor's")
     soft_tokens: int = pydantic.Field(default=1, ge=1, description="LMs: embedding-space soft-prompt length")
     answer_tokens: int = pydantic.Field(default=8, ge=1, description="LMs: greedy continuation length scored")
     exclude: tuple[str, ...] = pydantic.Field(
