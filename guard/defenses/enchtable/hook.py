@@ -70,9 +70,22 @@ def task_vector_norm(job: MergeJob, names: set[str]) -> float:
     return math.sqrt(squares)
 
 
-def alpha_for(job: MergeJob, delta: Mapping[str, torch.Tensor], *, beta: float) -> tuple[float, float, float]:
-    """(alpha, ||tau||, ||Delta||) over the tensors the safety vector and the merge share."""
+def inputs_norm(job: MergeJob, names: set[str]) -> float:
+    """guard's `alpha: inputs`: the mean over the merged models of ||theta_i - theta_base|| over `names`
+    (guard.defenses.enchtable.interference.inputs_task_norm), read tensor by tensor; no merge pass."""
+    squares = [0.0] * len(job.models)
+    for name in sorted(names):
+        base = job.base.get_tensor(name).float()
+        for i, model in enumerate(job.models):
+            squares[i] += float((model.get_tensor(name).float() - base).pow(2).sum())
+    return sum(math.sqrt(s) for s in squares) / max(len(squares), 1)
+
+
+def alpha_for(job: MergeJob, delta: Mapping[str, torch.Tensor], *, beta: float,
+              scale_to: str = "merge") -> tuple[float, float, float]:
+    """(alpha, ||tau||, ||Delta||) over the tensors the safety vector and the merge share; ||tau|| is the
+    merge's own (`scale_to="merge"`, the reference) or the mean of the merged models' (`"inputs"`)."""
     shared = {n for n, d in delta.items() if n in job.layout.tensors and tuple(job.layout.tensors[n].shape) == tuple(d.shape)}
-    tau_norm = task_vector_norm(job, shared)
+    tau_norm = inputs_norm(job, shared) if scale_to == "inputs" else task_vector_norm(job, shared)
     delta_norm = math.sqrt(sum(float(delta[n].float().pow(2).sum()) for n in shared))
     return adaptive_scale(tau_norm, delta_norm, beta=beta), tau_norm, delta_norm
