@@ -83,3 +83,9 @@ def test_decoder_lm_tasks_with_a_bounded_soft_prompt_trigger(llama_family):
     limit = 0.5 * float(embedding.float().norm(dim=-1).mean())
     assert all(0 < norm <= limit * 2 ** 0.5 + 1e-5 for norm in result.trigger_norms)
     assert "model.embed_tokens.weight" in result.names and result.history
+
+
+def test_the_clean_anchor_is_an_option_that_changes_the_learnt_mask(vit_family):
+    plain, anchored = _dam(vit_family, mode="code"), _dam(vit_family, mode="code", clean_anchor=5.0)
+    assert plain.settings.clean_anchor == 0.0  # the faithful default
+    assert not all(torch.equal(plain.masks[n], anchored.masks[n]) for n in plain.names)

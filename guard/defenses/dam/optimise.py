@@ -12,6 +12,8 @@ One outer step (reference notes §2.4; the released code's order):
      The Task-Shared mask takes a step on the clean entropy alone, then the Backdoor-Detection mask a
      step on the clean entropy plus `beta * R`: only the Backdoor-Detection mask sees the perturbed
      inputs, so it is the one that drops parameters sensitive to the trigger.
+   With `clean_anchor` > 0 (guard's named option) the clean term also has `clean_anchor * KL(f_plain(x) ||
+   f(x))`, f_plain the same merge without the mask: the mask is held to the merge's own clean predictions.
    `R` is the entropy of the predictions on the perturbed inputs (`consistency: entropy`, the paper's
    and the code's) or `KL(f(x) || f(x + delta))` (`consistency: kl`, guard's named option).
 Then one final mask (a continuous sample, or deterministic) is fixed, renormalised to mean 1 per tensor,
@@ -248,12 +250,20 @@ def run_dam(vectors: TaskVectors, tasks, settings: DamSettings, *, initial: torc
         # (3) masks
         batches = [tasks.draw(t, generator, settings.batch) for t in range(models)]
 
+        anchors = None
+        if settings.clean_anchor > 0:  # the unmasked merge's clean predictions, the anchor's target
+            with torch.no_grad():
+                plain = vectors.merged(adapted)
+                anchors = [tasks.logits(plain, t, batches[t]) for t in range(models)]
+
         def objective(mask, *, with_trigger: bool) -> tuple[torch.Tensor, float, float]:
             merged = vectors.merged(adapted, mask)
             clean_total, regular_total = 0.0, 0.0
             for t in range(models):
                 clean = tasks.logits(merged, t, batches[t])
                 clean_total = clean_total + entropy(clean)
+                if anchors is not None:
+                    clean_total = clean_total + settings.clean_anchor * consistency_term(anchors[t], clean, "kl")
                 if with_trigger:
                     perturbed = tasks.logits(merged, t, tasks.perturb(batches[t], triggers[t].detach(), clamp=True))
                     regular_total = regular_total + consistency_term(clean, perturbed, settings.consistency)
