@@ -132,8 +132,9 @@ def _set_limits(limits: dict) -> None:
     cap(resource.RLIMIT_CORE, 0)
 
 
-def run_job(spec: dict) -> dict:
-    """Download, resolve the base, audit: the child's whole job. Returns the audit result."""
+def run_job(spec: dict, *, limits: dict | None = None) -> dict:
+    """Download, resolve the base, audit: the child's whole job. Returns the audit result. `limits` (the
+    sandbox's) cap the probe stage's budget, so that the probes stop before the sandbox kills the audit."""
     from guard.hub import HubLimits, HubRef, HubSettings, download_revision
     from guard.service.trust import RepoTrust
 
@@ -155,9 +156,10 @@ def run_job(spec: dict) -> dict:
                                                     details={"rule": exc.rule})], "model": {}, "base": {}}
     download_s = time.monotonic() - started
     base_dir, base_ref, base_note = _fetch_base(fetched.model_dir, work, settings, limits)
+    trust = RepoTrust.model_validate(spec["trust"])
     request = AuditRequest(repo=spec["repo"], ref=spec["ref"], sha=spec["sha"], model_dir=fetched.model_dir,
-                           trust=RepoTrust.model_validate(spec["trust"]), base_dir=base_dir, base_ref=base_ref,
-                           base_note=base_note)
+                           trust=trust, base_dir=base_dir, base_ref=base_ref, base_note=base_note,
+                           probe_seconds=probe_budget(trust.probes.max_seconds, limits=limits, started=started))
     auditor = _load_auditor(spec.get("audit", "guard.service.audit:StageAuditor"))
     audit_started = time.monotonic()
     result = auditor.audit(request)
@@ -167,6 +169,19 @@ def run_job(spec: dict) -> dict:
                                                                "bytes": fetched.total_bytes}))
     result["timing"] = {"download_s": round(download_s, 3), "audit_s": round(time.monotonic() - audit_started, 3)}
     return result
+
+
+def probe_budget(seconds: float, *, limits: dict | None, started: float) -> float:
+    """The probe stage's budget: the trust entry's, but never past what is left of the sandbox's wall clock or
+    CPU time (less a reserve for the rest of the audit), so a large model fails the probes check with its
+    numbers instead of getting the whole audit killed."""
+    if not limits:
+        return seconds
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    left_wall = float(limits["wall_s"]) - (time.monotonic() - started)
+    left_cpu = float(limits["cpu_s"]) - (usage.ru_utime + usage.ru_stime)
+    left = min(left_wall - min(60.0, 0.1 * float(limits["wall_s"])), left_cpu - min(60.0, 0.1 * float(limits["cpu_s"])))
+    return max(1.0, min(seconds, left))
 
 
 def _fetch_base(model_dir: pathlib.Path, work: pathlib.Path, settings, limits):
@@ -242,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         from guard.hub.transport import HubUnavailable
 
         try:
-            result = run_job(spec)
+            result = run_job(spec, limits=limits)
         except HubUnavailable as exc:
             sys.stdout.write(json.dumps({"error": exc.one_line()}) + "\n")
             return EXIT_RETRY
