@@ -3,11 +3,12 @@
     python -m benchmarks.service                      # 200 req/s for 30 s; 3 audits of a ~106M-parameter Llama
     python -m benchmarks.service --small --json       # 50 req/s for 2 s; 1 audit of a tiny model (tests run this)
     python -m benchmarks.service --no-probes          # the same, audits with the probe stage off (trust entry)
-    python -m benchmarks.service zoo-probes --seeds 0,1   # the audit's probes check on the small LM zoo
+    python -m benchmarks.service zoo-probes --seeds 0,1 [--peers] [--calibration]   # the audit's probes check
 
 zoo-probes: StageAuditor (no sandbox, no Hub) on each clean expert and each backdoored expert of the small LM
-zoo, against the family's base alone (as a Hub audit sees an upload: no peers, no calibration inputs unless
---calibration), one row per case with the probes check's status and each probe's score / threshold.
+zoo against the family's base, as a Hub audit sees an upload: alone, or with the other clean experts as the
+trust entry's peers (--peers), calibration prompts of every task if --calibration; one row per case with the
+probes check's status and each probe's score / threshold.
 
 Acknowledgement: `guard serve --role web` (SQLite WAL, the embedded default) in one process, an open-loop load
 generator in a second process (`python -m benchmarks.service loadgen`): request i is due at t0 + i/rate,
@@ -283,7 +284,7 @@ def _peer_fetch_and_load(endpoint: str, sha: str, dest: pathlib.Path) -> float:
 
 
 # ---- the audit's probes check on the zoo -----------------------------------------------------------------------
-def zoo_probe_scores(*, seeds: list[int], calibration: bool) -> list[dict]:
+def zoo_probe_scores(*, seeds: list[int], calibration: bool, peers: bool) -> list[dict]:
     from attacks.backdoor.lm import build_amplified_expert, build_badnets_expert
     from guard.service.audit import AuditRequest, StageAuditor
     from guard.service.trust import RepoTrust
@@ -302,8 +303,11 @@ def zoo_probe_scores(*, seeds: list[int], calibration: bool) -> list[dict]:
             trust = RepoTrust.model_validate({"probes": probes})
             for case, path in cases.items():
                 started = time.process_time()
+                # the trust entry's peers: every clean expert of the family but the upload itself
+                others = tuple((f"zoo/clean:{t}", pathlib.Path(p), None) for t, p in family.experts.items()
+                               if f"clean:{t}" != case) if peers else ()
                 result = StageAuditor().audit(AuditRequest(repo=f"zoo/{case}", ref="refs/heads/main", sha="0" * 40,
-                                                           model_dir=pathlib.Path(path), trust=trust,
+                                                           model_dir=pathlib.Path(path), trust=trust, peers=others,
                                                            base_dir=pathlib.Path(family.base), base_ref="zoo/base"))
                 probe = next(c for c in result["checks"] if c["id"] == "probes")
                 scores = {r["probe"]: (r["score"], r["threshold"]) for r in probe["details"].get("probes", [])
@@ -335,9 +339,11 @@ def _zoo_probes_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="the audit's probes check on the small LM zoo, base only")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--calibration", action="store_true", help="give the audit calibration prompts")
+    parser.add_argument("--peers", action="store_true", help="the other clean experts as the trust entry's peers")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    rows = zoo_probe_scores(seeds=[int(s) for s in args.seeds.split(",")], calibration=args.calibration)
+    rows = zoo_probe_scores(seeds=[int(s) for s in args.seeds.split(",")], calibration=args.calibration,
+                            peers=args.peers)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -53,6 +53,7 @@ class AuditRequest:
     base_ref: str | None = None  # "hf:owner/name@sha" of base_dir
     base_note: str | None = None  # why there is no base, when there is none
     probe_seconds: float | None = None  # the probe stage's budget here (trust entry's, capped by the sandbox)
+    peers: tuple[tuple[str, pathlib.Path | None, str | None], ...] = ()  # probe peers: (ref, dir, why no dir)
 
 
 def check(check_id: str, title: str, status: str, message: str, *, details: dict | None = None,
@@ -80,7 +81,7 @@ class StageAuditor(Auditor):
         with contextlib.ExitStack() as stack:
             base, base_note = _checked_base(stack, request)
             trusted, unusable = _trusted_signers(request.trust)
-            probes = AuditProbes(request)
+            probes = AuditProbes(request, stack)
             stages = [(probes, {})] if request.trust.probes.action != "off" else []
             try:
                 subject = stack.enter_context(check_input(request.model_dir, policy=audit_policy(request.trust),
@@ -109,16 +110,17 @@ class StageAuditor(Auditor):
                 "base": {"ref": request.base_ref if base_used else None, "note": base_note}}
 
 
-def audit_policy(trust: RepoTrust):
+def audit_policy(trust: RepoTrust, *, probe_settings: dict | None = None):
     """The safe-merge policy the audit applies to a repo with this trust entry: strict reading with the reader's
-    default severities, a signature required where the entry requires one, MergeLock reported (warn)."""
+    default severities, a signature required where the entry requires one, MergeLock reported (warn), the
+    entry's probe settings (or `probe_settings`)."""
     from guard.policy.load import LoadedPolicy
     from guard.policy.model import MergeLockPolicy, Policy, SignaturePolicy
 
     policy = Policy(name="hub-audit", description=f"guard serve, trust entry {trust.match!r}",
                     required_checks=["artifacts", "signature"] if trust.require_signature else ["artifacts"],
                     signatures=SignaturePolicy(required=trust.require_signature), mergelock=MergeLockPolicy(action="warn"),
-                    probes=dict(trust.probes.settings))
+                    probes=dict(trust.probes.settings if probe_settings is None else probe_settings))
     raw = policy.model_dump_json().encode()
     # No policy file: the signers come from the trust file (already absolute), so nothing is resolved against path.
     return LoadedPolicy(policy=policy, path=pathlib.Path("hub-audit.yaml"), sha256=hashlib.sha256(raw).hexdigest())
@@ -138,19 +140,26 @@ def _trusted_signers(trust: RepoTrust) -> tuple[list, list[str]]:
 def _checked_base(stack: contextlib.ExitStack, request: AuditRequest):
     """(the base through check_input as a base, or None; why none). The base is another repo: not signed-checked
     here, only read strictly; one that cannot be read is left out, and the report says so."""
-    from guard.pipeline.checks import check_input
-
     if request.base_dir is None:
         return None, request.base_note
+    checked, why = _checked_reference(stack, request.base_dir, request.base_ref)
+    return checked, None if why is None else f"base {why}"
+
+
+def _checked_reference(stack: contextlib.ExitStack, path: pathlib.Path, ref: str | None):
+    """Another repo the audit compares with (the base, a probe peer) through check_input as a base: read
+    strictly, not signature-checked. (CheckedInput or None, why none)."""
+    from guard.pipeline.checks import check_input
+
     try:
-        base = stack.enter_context(check_input(request.base_dir, policy=audit_policy(RepoTrust()), trusted=(),
-                                               label=request.base_ref, role="base"))
+        checked = stack.enter_context(check_input(path, policy=audit_policy(RepoTrust()), trusted=(), label=ref,
+                                                  role="base"))
     except GuardError as exc:
-        return None, f"base {request.base_ref} not used: {exc.one_line()}"
-    refused = [c for c in base.checks if c.verdict == "refuse"]
+        return None, f"{ref} not used: {exc.one_line()}"
+    refused = [c for c in checked.checks if c.verdict == "refuse"]
     if refused:
-        return None, f"base {request.base_ref} not used: {refused[0].one_line()}"
-    return base, None
+        return None, f"{ref} not used: {refused[0].one_line()}"
+    return checked, None
 
 
 _STATUS = {"refuse": "fail", "warn": "warn", "pass": "pass", "skip": "skip"}
@@ -303,12 +312,14 @@ class AuditProbes:
 
     name = "probes"
 
-    def __init__(self, request: AuditRequest) -> None:
-        self.request = request
+    def __init__(self, request: AuditRequest, stack: contextlib.ExitStack) -> None:
+        self.request, self._stack = request, stack
         self.report = None
         self.error: str | None = None
         self.unusable_base: str | None = None
         self.ran = False
+        self.peers: list[str] = []  # the peers the probes compared with
+        self.notes: list[str] = []  # what the probes did not use, and why
 
     def check_input(self, subject, context) -> list:
         from guard.errors import InputError
@@ -317,13 +328,21 @@ class AuditProbes:
         if context.base is None:
             return []  # result() says why: no base named, or it could not be used
         self.ran = True
-        section = {"calibration": self.request.trust.probes.calibration} if self.request.trust.probes.calibration else {}
-        context = dataclasses.replace(context, section=section)
+        trust = self.request.trust
+        peers = self._usable_peers(subject)
+        settings = dict(trust.probes.settings)
+        if not peers and "embedding" not in settings:
+            # Against the base alone the embedding score is a row's movement over a quarter of the median row's:
+            # every clean expert of the LM zoo moves its task tokens' rows that far (docs/service.md).
+            settings["embedding"] = {"enabled": False}
+            self.notes.append("embedding off: it needs peers in an audit (no `probes.peers` usable here)")
+        section = {"calibration": trust.probes.calibration} if trust.probes.calibration else {}
+        context = dataclasses.replace(context, section=section, policy=audit_policy(trust, probe_settings=settings))
         current: list[str] = []
         started = time.monotonic()
         try:
             with _time_budget(self.request.probe_seconds):
-                self.report = scan_input(subject, base=context.base, peers=(), context=context, device="cpu",
+                self.report = scan_input(subject, base=context.base, peers=peers, context=context, device="cpu",
                                          progress=current.append)
         except InputError as exc:
             if exc.rule == "scan-architecture-mismatch":
@@ -345,6 +364,20 @@ class AuditProbes:
                 c.verdict = "warn"
         return checks
 
+    def _usable_peers(self, subject) -> list:
+        peers = []
+        for ref, path, why in self.request.peers:
+            checked, why = (None, why) if path is None else _checked_reference(self._stack, path, ref)
+            if checked is not None and checked.model.model_type != subject.model.model_type:
+                checked, why = None, (f"{ref} not used: a {checked.model.model_type} model, the upload a "
+                                      f"{subject.model.model_type} one")
+            if checked is None:
+                self.notes.append(f"peer {why}")
+            else:
+                peers.append(checked)
+                self.peers.append(ref)
+        return peers
+
     def result(self, subject, base_note: str | None) -> dict:
         """The audit's probes check (see the module docstring)."""
         config = self.request.trust.probes
@@ -356,8 +389,8 @@ class AuditProbes:
             why = self.unusable_base or base_note or "no base model"
             return check("probes", PROBES_TITLE, "skip", f"not run: every probe compares with the base model, and "
                          f"there is none to use ({why})", details={"base_note": why})
-        details: dict[str, Any] = {"action": config.action, "base": self.request.base_ref,
-                                   "budget_s": self.request.probe_seconds}
+        details: dict[str, Any] = {"action": config.action, "base": self.request.base_ref, "peers": self.peers,
+                                   "notes": self.notes, "budget_s": self.request.probe_seconds}
         if self.error is not None:
             return check("probes", PROBES_TITLE, "fail", f"{self.error}; the probes cannot vouch for this revision",
                          details={**details, "error": self.error})
@@ -366,10 +399,12 @@ class AuditProbes:
                  "flagged": r.flagged, "message": r.message, "seconds": r.seconds, "truncated": r.truncated,
                  "evidence": [e.model_dump(mode="json") for e in r.evidence[:5]]} for r in report.results]
         details.update(probes=rows, seconds=report.seconds, ran=report.decision.ran, skipped=report.decision.skipped)
-        plots = [{"title": f"{r.probe}: {s.title}", "labels": s.labels,
-                  "series": {"this revision": s.values, **({s.reference_label: s.reference} if s.reference else {})},
-                  "threshold": s.threshold} for r in report.results for s in r.series]
+        plots = [_bounded_plot(f"{r.probe}: {s.title}", s.labels, {"this revision": s.values,
+                                                                  **({s.reference_label: s.reference} if s.reference else {})},
+                               s.threshold) for r in report.results for s in r.series]
         skipped = f"; skipped: {', '.join(report.decision.skipped)}" if report.decision.skipped else ""
+        skipped += "".join(f"; {note}" for note in self.notes)
+        against = f"{self.request.base_ref} and {len(self.peers)} peers" if self.peers else f"{self.request.base_ref} alone"
         if not report.decision.ran:
             return check("probes", PROBES_TITLE, "skip", f"no probe could run{skipped} (see details)",
                          details=details, plots=plots)
@@ -379,11 +414,30 @@ class AuditProbes:
             reasons = "; ".join(f"{r.probe}: {r.message} (score {r.score:.3g} >= threshold {r.threshold:.3g})"
                                 for r in flagged)
             return check("probes", PROBES_TITLE, status, f"{len(flagged)} of {len(report.decision.ran)} probes "
-                         f"flagged: {reasons}", details=details, plots=plots)
+                         f"flagged against {against}: {reasons}{skipped}", details=details, plots=plots)
         top = max((r for r in report.results if r.ratio is not None), key=lambda r: r.ratio, default=None)
         closest = f"; closest: {top.probe} {top.score:.3g} vs threshold {top.threshold:.3g}" if top else ""
-        return check("probes", PROBES_TITLE, "pass", f"{len(report.decision.ran)} probes ran against "
-                     f"{self.request.base_ref}, none flagged{closest}{skipped}", details=details, plots=plots)
+        return check("probes", PROBES_TITLE, "pass", f"{len(report.decision.ran)} probes ran against {against}, "
+                     f"none flagged{closest}{skipped}", details=details, plots=plots)
+
+
+PLOT_POINTS = 256
+
+
+def _bounded_plot(title: str, labels: list[str], series: dict[str, list], threshold) -> dict:
+    """A plot of at most PLOT_POINTS points: longer series (an embedding's score per vocabulary row) are cut
+    into that many consecutive groups, each shown by its largest value, so a spike stays visible."""
+    if len(labels) <= PLOT_POINTS:
+        return {"title": title, "labels": labels, "series": series, "threshold": threshold}
+    size = -(-len(labels) // PLOT_POINTS)
+    groups = [range(i, min(i + size, len(labels))) for i in range(0, len(labels), size)]
+
+    def peak(values: list, group: range):
+        finite = [values[i] for i in group if isinstance(values[i], (int, float)) and values[i] == values[i]]
+        return max(finite) if finite else None
+
+    return {"title": f"{title} (max per {size} consecutive)", "labels": [f"{labels[g[0]]}-{labels[g[-1]]}" for g in groups],
+            "series": {k: [peak(v, g) for g in groups] for k, v in series.items()}, "threshold": threshold}
 
 
 def _scalars(measurements: dict) -> dict:

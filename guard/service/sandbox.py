@@ -157,8 +157,9 @@ def run_job(spec: dict, *, limits: dict | None = None) -> dict:
     download_s = time.monotonic() - started
     base_dir, base_ref, base_note = _fetch_base(fetched.model_dir, work, settings, limits)
     trust = RepoTrust.model_validate(spec["trust"])
+    peers = _fetch_peers(trust, spec["repo"], work, settings, limits) if base_dir is not None else ()
     request = AuditRequest(repo=spec["repo"], ref=spec["ref"], sha=spec["sha"], model_dir=fetched.model_dir,
-                           trust=trust, base_dir=base_dir, base_ref=base_ref, base_note=base_note,
+                           trust=trust, base_dir=base_dir, base_ref=base_ref, base_note=base_note, peers=peers,
                            probe_seconds=probe_budget(trust.probes.max_seconds, limits=limits, started=started))
     auditor = _load_auditor(spec.get("audit", "guard.service.audit:StageAuditor"))
     audit_started = time.monotonic()
@@ -211,6 +212,23 @@ def _fetch_base(model_dir: pathlib.Path, work: pathlib.Path, settings, limits):
     except GuardError as exc:
         return None, None, f"base model {base[:200]!r} not fetched: {exc.one_line()}"
     return fetched.model_dir, str(base_ref), None
+
+
+def _fetch_peers(trust, repo: str, work: pathlib.Path, settings, limits) -> tuple:
+    """The trust entry's probe peers (other fine-tunes of the same base), each pinned to its current sha and
+    fetched like the model; the upload's own repo is never its own peer. (ref, dir or None, why not) each."""
+    from guard.errors import GuardError
+    from guard.hub import download_revision, resolve_revision
+
+    peers = []
+    for i, peer in enumerate(p for p in trust.probes.peers if p != repo):
+        try:
+            ref = resolve_revision(peer, settings=settings, limits=limits)
+            peers.append((str(ref), download_revision(ref, dest=work / f"peer-{i}", settings=settings,
+                                                      limits=limits).model_dir, None))
+        except GuardError as exc:
+            peers.append((peer, None, f"not fetched: {exc.one_line()}"))
+    return tuple(peers)
 
 
 def _load_auditor(path: str):

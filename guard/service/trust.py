@@ -21,6 +21,8 @@ signature copied onto another repo would otherwise pass. guard binds the two way
         probes:                         # the audit's probe stage (all optional; defaults shown)
           action: warn                  # what a flagging probe makes the probes check: warn | fail | off
           max_seconds: 1200             # the probe stage's budget inside the audit sandbox
+          peers: [acme/expert-a, acme/expert-b]  # other fine-tunes of the same base (Hub repos): the
+                                        # weight probes' z-scores compare with them
           calibration: prompts.safetensors  # unlabeled inputs: enables the data-driven probes
           settings: {embedding: {threshold: 8.0}}  # per-probe settings, as a policy's `probes:` section
 """
@@ -88,6 +90,7 @@ class ProbeAudit(BaseModel):
 
     action: Literal["warn", "fail", "off"] = "warn"
     max_seconds: float = Field(default=1_200.0, gt=0)
+    peers: tuple[str, ...] = Field(default=(), max_length=16)  # Hub repo ids, fetched at their current sha
     calibration: str | None = None
     settings: dict[str, dict] = Field(default_factory=dict)
 
