@@ -132,9 +132,9 @@ def _set_limits(limits: dict) -> None:
     cap(resource.RLIMIT_CORE, 0)
 
 
-def run_job(spec: dict, *, limits: dict | None = None) -> dict:
-    """Download, resolve the base, audit: the child's whole job. Returns the audit result. `limits` (the
-    sandbox's) cap the probe stage's budget, so that the probes stop before the sandbox kills the audit."""
+def run_job(spec: dict, *, sandbox_limits: dict | None = None) -> dict:
+    """Download, resolve the base, audit: the child's whole job. Returns the audit result. `sandbox_limits`
+    cap the probe stage's budget, so that the probes stop before the sandbox kills the audit."""
     from guard.hub import HubLimits, HubRef, HubSettings, download_revision
     from guard.service.trust import RepoTrust
 
@@ -160,7 +160,8 @@ def run_job(spec: dict, *, limits: dict | None = None) -> dict:
     peers = _fetch_peers(trust, spec["repo"], work, settings, limits) if base_dir is not None else ()
     request = AuditRequest(repo=spec["repo"], ref=spec["ref"], sha=spec["sha"], model_dir=fetched.model_dir,
                            trust=trust, base_dir=base_dir, base_ref=base_ref, base_note=base_note, peers=peers,
-                           probe_seconds=probe_budget(trust.probes.max_seconds, limits=limits, started=started))
+                           probe_seconds=probe_budget(trust.probes.max_seconds, limits=sandbox_limits,
+                                                      started=started))
     auditor = _load_auditor(spec.get("audit", "guard.service.audit:StageAuditor"))
     audit_started = time.monotonic()
     result = auditor.audit(request)
@@ -192,20 +193,20 @@ def _fetch_base(model_dir: pathlib.Path, work: pathlib.Path, settings, limits):
 
     readme = model_dir / "README.md"
     if not readme.is_file():
-        return None, None, "no model card: MergeLock detection runs base-free"
+        return None, None, "no model card (README.md), so no base model named"
     if readme.stat().st_size > 1 << 20:
-        return None, None, "model card over 1 MiB: not parsed; MergeLock detection runs base-free"
+        return None, None, "model card over 1 MiB: not parsed, so no base model named"
     from huggingface_hub.repocard import metadata_load
 
     try:
         meta = metadata_load(readme) or {}
     except Exception as exc:  # noqa: BLE001 - YAML errors of many types: the card is the uploader's text
-        return None, None, f"model card metadata unreadable ({type(exc).__name__}); base-free"
+        return None, None, f"model card metadata unreadable ({type(exc).__name__}), so no base model named"
     base = meta.get("base_model")
     if isinstance(base, list) and base:
         base = base[0]
     if not isinstance(base, str) or not base:
-        return None, None, "the model card names no base_model: MergeLock detection runs base-free"
+        return None, None, "the model card names no base_model"
     try:
         base_ref = resolve_revision(base, settings=settings, limits=limits)
         fetched = download_revision(base_ref, dest=work / "base", settings=settings, limits=limits)
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         from guard.hub.transport import HubUnavailable
 
         try:
-            result = run_job(spec, limits=limits)
+            result = run_job(spec, sandbox_limits=limits)
         except HubUnavailable as exc:
             sys.stdout.write(json.dumps({"error": exc.one_line()}) + "\n")
             return EXIT_RETRY
