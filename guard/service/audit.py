@@ -281,7 +281,7 @@ def _refused_before_probes(subject) -> bool:
     return any(c.verdict == "refuse" and not c.check.startswith("probe") for c in subject.checks)
 
 
-class ProbeBudgetExceeded(Exception):
+class ProbeBudgetExceeded(BaseException):  # not an Exception: no probe's own `except Exception` swallows it
     pass
 
 
