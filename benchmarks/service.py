@@ -354,7 +354,8 @@ def _zoo_probes_main(argv: list[str]) -> int:
         cells = []
         for name in names:
             score, threshold = row["scores"].get(name, (None, None))
-            cells.append("-" if score is None else f"{score:.3g} / {threshold:g}" + (" **FLAG**" if score >= threshold else ""))
+            flag = " **FLAG**" if score is not None and score >= threshold else ""
+            cells.append("-" if score is None else f"{score:.3g} / {threshold:g}{flag}")
         print(f"| {row['seed']} | {row['case']} | {row['status']} | " + " | ".join(cells) + f" | {row['cpu_s']} |")
     return 0
 

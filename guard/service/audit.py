@@ -119,7 +119,8 @@ def audit_policy(trust: RepoTrust, *, probe_settings: dict | None = None):
 
     policy = Policy(name="hub-audit", description=f"guard serve, trust entry {trust.match!r}",
                     required_checks=["artifacts", "signature"] if trust.require_signature else ["artifacts"],
-                    signatures=SignaturePolicy(required=trust.require_signature), mergelock=MergeLockPolicy(action="warn"),
+                    signatures=SignaturePolicy(required=trust.require_signature),
+                    mergelock=MergeLockPolicy(action="warn"),
                     probes=dict(trust.probes.settings if probe_settings is None else probe_settings))
     raw = policy.model_dump_json().encode()
     # No policy file: the signers come from the trust file (already absolute), so nothing is resolved against path.
@@ -382,7 +383,8 @@ class AuditProbes:
         """The audit's probes check (see the module docstring)."""
         config = self.request.trust.probes
         if config.action == "off":
-            return check("probes", PROBES_TITLE, "skip", f"off for this repo (trust entry {self.request.trust.match!r})")
+            return check("probes", PROBES_TITLE, "skip",
+                         f"off for this repo (trust entry {self.request.trust.match!r})")
         if _refused_before_probes(subject):
             return check("probes", PROBES_TITLE, "skip", "not run: an earlier check refused this revision")
         if not self.ran or self.unusable_base:
@@ -399,12 +401,13 @@ class AuditProbes:
                  "flagged": r.flagged, "message": r.message, "seconds": r.seconds, "truncated": r.truncated,
                  "evidence": [e.model_dump(mode="json") for e in r.evidence[:5]]} for r in report.results]
         details.update(probes=rows, seconds=report.seconds, ran=report.decision.ran, skipped=report.decision.skipped)
-        plots = [_bounded_plot(f"{r.probe}: {s.title}", s.labels, {"this revision": s.values,
-                                                                  **({s.reference_label: s.reference} if s.reference else {})},
+        plots = [_bounded_plot(f"{r.probe}: {s.title}", s.labels,
+                               {"this revision": s.values, **({s.reference_label: s.reference} if s.reference else {})},
                                s.threshold) for r in report.results for s in r.series]
         skipped = f"; skipped: {', '.join(report.decision.skipped)}" if report.decision.skipped else ""
         skipped += "".join(f"; {note}" for note in self.notes)
-        against = f"{self.request.base_ref} and {len(self.peers)} peers" if self.peers else f"{self.request.base_ref} alone"
+        base = self.request.base_ref
+        against = f"{base} and {len(self.peers)} peers" if self.peers else f"{base} alone"
         if not report.decision.ran:
             return check("probes", PROBES_TITLE, "skip", f"no probe could run{skipped} (see details)",
                          details=details, plots=plots)
@@ -436,7 +439,8 @@ def _bounded_plot(title: str, labels: list[str], series: dict[str, list], thresh
         finite = [values[i] for i in group if isinstance(values[i], (int, float)) and values[i] == values[i]]
         return max(finite) if finite else None
 
-    return {"title": f"{title} (max per {size} consecutive)", "labels": [f"{labels[g[0]]}-{labels[g[-1]]}" for g in groups],
+    return {"title": f"{title} (max per {size} consecutive)",
+            "labels": [f"{labels[g[0]]}-{labels[g[-1]]}" for g in groups],
             "series": {k: [peak(v, g) for g in groups] for k, v in series.items()}, "threshold": threshold}
 
 
