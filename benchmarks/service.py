@@ -313,7 +313,8 @@ def zoo_probe_scores(*, seeds: list[int], calibration: bool, peers: bool) -> lis
                 scores = {r["probe"]: (r["score"], r["threshold"]) for r in probe["details"].get("probes", [])
                           if r["status"] == "ran"}
                 rows.append({"seed": seed, "case": case, "attacked": not case.startswith("clean"),
-                             "status": probe["status"], "scores": scores, "cpu_s": round(time.process_time() - started, 1)})
+                             "status": probe["status"], "scores": scores,
+                             "cpu_s": round(time.process_time() - started, 1)})
     return rows
 
 
