@@ -183,7 +183,7 @@ def main(argv=None) -> None:
     parser.add_argument("--small", action="store_true", help="one seed, one scenario, a few steps (the tests)")
     parser.add_argument("--report-seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
-    parser.add_argument("--split", default="test", choices=["test", "train"])
+    parser.add_argument("--split", default="test", choices=["test", "validation", "train"])
     parser.add_argument("--variants", help="JSON {label: DamSettings fields} instead of the defaults")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

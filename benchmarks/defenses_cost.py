@@ -2,7 +2,10 @@
 `guard safe-merge` of the LM zoo's base + 4 experts (task arithmetic, the profile's lambda), each in a
 fresh process measured with wait4 (wall, user+sys CPU, peak RSS), interleaved per round.
 
-    python -m benchmarks.defenses_cost [--rounds 3] [--dam-steps 20]
+    python -m benchmarks.defenses_cost [--rounds 3] [--dam-steps 20] [--stages plain enchtable ...]
+
+Runs: `plain`, `enchtable` (the reference's alpha: a norm pass over the merge), `enchtable-inputs`
+(`alpha: inputs`: the inputs' norms, no merge pass), `dam`.
 
 Same policy for every run: strict with MergeLock detection off (its cost is measured in docs/merge.md),
 so the differences are the stages'. DAM runs `--dam-steps` mask steps and half as many coefficient steps
@@ -54,6 +57,7 @@ def prepare(root: pathlib.Path, *, dam_steps: int) -> dict[str, pathlib.Path]:
     sections = {
         "plain": {},
         "enchtable": {"enchtable": {"vector": str(root / "vector")}},
+        "enchtable-inputs": {"enchtable": {"vector": str(root / "vector"), "alpha": "inputs"}},
         "dam": {"dam": {"calibration": calibration, "steps": dam_steps, "adamerging_steps": max(1, dam_steps // 2),
                         "granularity": "row", "answer_tokens": 4}},
     }
@@ -65,14 +69,18 @@ def prepare(root: pathlib.Path, *, dam_steps: int) -> dict[str, pathlib.Path]:
             **{f"config:{k}": v for k, v in configs.items()}}
 
 
-def run(*, rounds: int = 3, dam_steps: int = 20, workdir: pathlib.Path | None = None) -> dict:
+STAGES = ("plain", "enchtable", "enchtable-inputs", "dam")
+
+
+def run(*, rounds: int = 3, dam_steps: int = 20, workdir: pathlib.Path | None = None, stages=STAGES) -> dict:
+    stages = ("plain", *(s for s in stages if s != "plain"))
     with tempfile.TemporaryDirectory(prefix="guard-defenses-cost-", dir=workdir) as tmp:
         root = pathlib.Path(tmp)
         paths = prepare(root, dam_steps=dam_steps)
         runs: dict[str, list[dict]] = {}
         records = {}
         for _ in range(rounds):
-            for label in ("plain", "enchtable", "dam"):
+            for label in stages:
                 out = root / f"out-{label}"
                 argv = [sys.executable, "-m", "guard", "safe-merge", str(paths[f"config:{label}"]), "--out", str(out),
                         "--key", str(paths["public"]), "--sign-key", str(paths["private"]), "--policy",
@@ -83,13 +91,17 @@ def run(*, rounds: int = 3, dam_steps: int = 20, workdir: pathlib.Path | None = 
                 print(json.dumps({"label": label, **result}), file=sys.stderr, flush=True)
                 shutil.rmtree(out)
     med = {label: {k: statistics.median(r[k] for r in rs) for k in ("wall", "cpu", "rss")} for label, rs in runs.items()}
-    dam_check = next(c for c in records["dam"]["checks"] if c["check"] == "dam")
-    ench_check = next(c for c in records["enchtable"]["checks"] if c["check"] == "enchtable")
+    stage_seconds = {}
+    for label, record in records.items():
+        for check in record["checks"]:
+            if check["check"] == "dam":
+                stage_seconds[label] = check["details"]["seconds"]
+            elif check["check"] == "enchtable":
+                stage_seconds[label] = check["details"]["norm_pass_seconds"]  # vector read + alpha
     return {"rounds": rounds, "dam_steps": dam_steps, "medians": med, "runs": runs,
             "ratios": {label: {k: med[label][k] / med["plain"][k] for k in ("wall", "cpu", "rss")}
-                       for label in ("enchtable", "dam")},
-            "dam_seconds_in_stage": dam_check["details"]["seconds"],
-            "enchtable_norm_pass_seconds": ench_check["details"]["norm_pass_seconds"],
+                       for label in stages if label != "plain"},
+            "seconds_in_stage": stage_seconds,
             "verdicts": {label: r["verdict"] for label, r in records.items()}, "torch_threads": torch.get_num_threads()}
 
 
@@ -97,8 +109,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dam-steps", type=int, default=20)
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     args = parser.parse_args(argv)
-    report = run(rounds=args.rounds, dam_steps=args.dam_steps)
+    report = run(rounds=args.rounds, dam_steps=args.dam_steps, stages=tuple(args.stages))
     print(json.dumps({k: v for k, v in report.items() if k != "runs"}, indent=2))
 
 

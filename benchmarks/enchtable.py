@@ -24,7 +24,7 @@ import time
 import torch
 
 from attacks.safety import build_safety_pair
-from guard.defenses.enchtable.interference import reinject
+from guard.defenses.enchtable.interference import inputs_task_norm, reinject
 from guard.merge import merge_state_dicts
 from guard.testing.zoo.lm import model as lm_model
 
@@ -71,32 +71,36 @@ def safety_vector(pair, *, vector: str, seed: int) -> tuple[dict[str, torch.Tens
 
 
 def measure(seed: int, *, betas=BETAS, split: str = "test", profile: str = "small", experts=None,
-            merges=("task_arithmetic", "ties"), vector: str = "stripped") -> dict:
+            merges=("task_arithmetic", "ties"), vector: str = "stripped", alpha: str = "merge") -> dict:
     pair = build_safety_pair(profile, seed=seed)
     family = pair.family
     base = lm_model.state_dict(pair.aligned)
     delta, stage1 = safety_vector(pair, vector=vector, seed=seed)
     chosen = list(pair.eroded) if experts is None else list(experts)
-    subjects = {f"expert:{t}": (lm_model.state_dict(pair.eroded[t]), (t,)) for t in chosen}
+    subjects = {f"expert:{t}": (lm_model.state_dict(pair.eroded[t]), (t,), None) for t in chosen}
     expert_sds = [lm_model.state_dict(pair.eroded[t]) for t in family.tasks]
+    shared = [n for n, d in delta.items() if n in base and base[n].shape == d.shape]
+    # alpha: inputs (guard's option): a merge's alpha is scaled to the mean ||tau_i|| of its inputs
+    inputs_norm = inputs_task_norm(base, expert_sds, shared) if alpha == "inputs" else None
     for method in merges:
         params = family.profile.merge_params()[method]
-        subjects[f"merge:{method}"] = (merge_state_dicts(method, base, expert_sds, **params), tuple(family.tasks))
+        subjects[f"merge:{method}"] = (merge_state_dicts(method, base, expert_sds, **params), tuple(family.tasks),
+                                       inputs_norm)
     rows = {}
-    for label, (state, tasks) in subjects.items():
+    for label, (state, tasks, task_norm) in subjects.items():
         model = lm_model.from_state_dict(pair.aligned, state)
         row = {"before": {"unsafe": family.unsafe_rate(model), "utility": _utility(family, model, tasks, split)}}
         for beta in betas:
             started = time.process_time()
-            out, alpha, scores = reinject(state, base, delta, beta=beta)
+            out, scale, scores = reinject(state, base, delta, beta=beta, task_norm=task_norm)
             seconds = time.process_time() - started
             weights = [s.weight for s in scores.values() if s.kind == "matrix"]
             model = lm_model.from_state_dict(pair.aligned, out)
             row[f"beta={beta}"] = {"unsafe": family.unsafe_rate(model), "utility": _utility(family, model, tasks, split),
-                                   "alpha": alpha, "weight_mean": sum(weights) / len(weights),
+                                   "alpha": scale, "weight_mean": sum(weights) / len(weights),
                                    "weight_min": min(weights), "cpu_s": seconds}
         rows[label] = row
-    return {"seed": seed, "split": split, "vector": vector, "stage1": stage1,
+    return {"seed": seed, "split": split, "vector": vector, "alpha": alpha, "stage1": stage1,
             "unsafe_aligned": family.unsafe_rate(pair.aligned),
             "unsafe_harmful": family.unsafe_rate(pair.harmful), "rows": rows}
 
@@ -135,13 +139,15 @@ def main(argv=None) -> None:
     parser.add_argument("--split", default="test", choices=["test", "validation"])
     parser.add_argument("--vector", default="stripped", choices=["stripped", "distilled"],
                         help="stage 1: the zoo's safety-stripped copy, or guard's distillation (DISTILL)")
+    parser.add_argument("--alpha", default="merge", choices=["merge", "inputs"],
+                        help="a merge's alpha from its own ||tau|| (the reference) or the mean of its inputs' (guard's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.small:
         report = run(seeds=(0,), betas=(0.1,), experts=("rotate",), merges=("task_arithmetic",), progress=None)
     else:
         report = run(seeds=tuple(args.seeds), betas=tuple(args.betas), split=args.split, progress=None,
-                     vector=args.vector)
+                     vector=args.vector, alpha=args.alpha)
     print(json.dumps(report, indent=2) if args.json else report["table"])
 
 

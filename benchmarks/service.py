@@ -2,6 +2,13 @@
 
     python -m benchmarks.service                      # 200 req/s for 30 s; 3 audits of a ~106M-parameter Llama
     python -m benchmarks.service --small --json       # 50 req/s for 2 s; 1 audit of a tiny model (tests run this)
+    python -m benchmarks.service --no-probes          # the same, audits with the probe stage off (trust entry)
+    python -m benchmarks.service zoo-probes --seeds 0,1 [--peers] [--calibration]   # the audit's probes check
+
+zoo-probes: StageAuditor (no sandbox, no Hub) on each clean expert and each backdoored expert of the small LM
+zoo against the family's base, as a Hub audit sees an upload: alone, or with the other clean experts as the
+trust entry's peers (--peers), calibration prompts of every task if --calibration; one row per case with the
+probes check's status and each probe's score / threshold.
 
 Acknowledgement: `guard serve --role web` (SQLite WAL, the embedded default) in one process, an open-loop load
 generator in a second process (`python -m benchmarks.service loadgen`): request i is due at t0 + i/rate,
@@ -208,7 +215,7 @@ def _build_model(kind: str, out: pathlib.Path, seed: int) -> pathlib.Path:
     return factory.save_model(model, out, max_shard_size="2GB")
 
 
-def audits_per_hour(*, n: int, kind: str, work: pathlib.Path) -> dict:
+def audits_per_hour(*, n: int, kind: str, work: pathlib.Path, probes: bool = True) -> dict:
     os.environ["HF_HUB_OFFLINE"] = "0"
     from huggingface_hub import constants
 
@@ -231,7 +238,8 @@ def audits_per_hour(*, n: int, kind: str, work: pathlib.Path) -> dict:
             shas.append(hub.push("bench/model", model))
         config = ServiceConfig(webhook_secret=SECRET, database=str(work / "audit.db"), work_dir=work,
                                hub={"endpoint": hub.endpoint, "token": "hf_fake_guard_token"},
-                               sandbox=SandboxLimits(wall_s=3600))
+                               sandbox=SandboxLimits(wall_s=3600),
+                               trust={"default": {"probes": {"action": "warn" if probes else "off"}}})
         store = JobStore(config.database)
         worker = Worker(store=store, executor=LocalExecutor(limits=config.sandbox.model_dump(),
                                                             work_root=work / "audits"), config=config)
@@ -247,7 +255,10 @@ def audits_per_hour(*, n: int, kind: str, work: pathlib.Path) -> dict:
         params = max(r["model"].get("parameter_count") or 0 for r in results)
         peer_walls = [_peer_fetch_and_load(hub.endpoint, sha, work / f"peer-{i}") for i, sha in enumerate(shas)]
     mean, peer_mean = statistics.fmean(walls), statistics.fmean(peer_walls)
-    return {"model": kind, "parameters": params, "audits": n, "audit_wall_s": walls,
+    probe_rows = [next((c for c in r["checks"] if c["id"] == "probes"), {}) for r in results]
+    return {"model": kind, "parameters": params, "audits": n, "probes": probes, "audit_wall_s": walls,
+            "probes_status": [c.get("status") for c in probe_rows],
+            "probes_s": [c.get("details", {}).get("seconds") for c in probe_rows],
             "audits_per_hour": 3600 / mean, "verdicts": [r["verdict"] for r in results],
             "audit_cpu_s": [r["resources"].get("cpu_s") for r in results],
             "audit_max_rss_bytes": [r["resources"].get("max_rss_bytes") for r in results],
@@ -272,16 +283,97 @@ def _peer_fetch_and_load(endpoint: str, sha: str, dest: pathlib.Path) -> float:
     return elapsed
 
 
+# ---- the audit's probes check on the zoo -----------------------------------------------------------------------
+def zoo_probe_scores(*, seeds: list[int], calibration: bool, peers: bool) -> list[dict]:
+    from attacks.backdoor.lm import build_amplified_expert, build_badnets_expert
+    from guard.service.audit import AuditRequest, StageAuditor
+    from guard.service.trust import RepoTrust
+    from guard.testing.zoo.lm import build_family
+
+    rows = []
+    for seed in seeds:
+        family = build_family("small", seed=seed)
+        badnets = build_badnets_expert(family, task="sort")
+        cases = {f"clean:{task}": path for task, path in family.experts.items()}
+        cases.update(badnets=badnets, amplified=build_amplified_expert(family, backdoored=badnets, task="sort"))
+        with tempfile.TemporaryDirectory(prefix="guard-zoo-probes-") as tmp:
+            probes = {"action": "warn"}
+            if calibration:
+                probes["calibration"] = str(_lm_calibration(family, pathlib.Path(tmp) / "calibration.safetensors"))
+            trust = RepoTrust.model_validate({"probes": probes})
+            for case, path in cases.items():
+                started = time.process_time()
+                # the trust entry's peers: every clean expert of the family but the upload itself
+                others = tuple((f"zoo/clean:{t}", pathlib.Path(p), None) for t, p in family.experts.items()
+                               if f"clean:{t}" != case) if peers else ()
+                result = StageAuditor().audit(AuditRequest(repo=f"zoo/{case}", ref="refs/heads/main", sha="0" * 40,
+                                                           model_dir=pathlib.Path(path), trust=trust, peers=others,
+                                                           base_dir=pathlib.Path(family.base), base_ref="zoo/base"))
+                probe = next(c for c in result["checks"] if c["id"] == "probes")
+                scores = {r["probe"]: (r["score"], r["threshold"]) for r in probe["details"].get("probes", [])
+                          if r["status"] == "ran"}
+                rows.append({"seed": seed, "case": case, "attacked": not case.startswith("clean"),
+                             "status": probe["status"], "scores": scores,
+                             "cpu_s": round(time.process_time() - started, 1)})
+    return rows
+
+
+def _lm_calibration(family, out: pathlib.Path) -> pathlib.Path:
+    """16 unlabeled prompts of each task's calibration split (what a hub operator could hold), right padded."""
+    import torch
+    from safetensors.torch import save_file
+
+    from guard.testing.zoo.lm.vocab import PAD_ID
+
+    parts = [family.calibration_inputs(task) for task in sorted(family.experts)]
+    width = max(p["input_ids"].shape[1] for p in parts)
+
+    def padded(key: str, value: int) -> torch.Tensor:
+        return torch.cat([torch.nn.functional.pad(p[key][:16], (0, width - p[key].shape[1]), value=value)
+                          for p in parts])
+
+    save_file({"input_ids": padded("input_ids", PAD_ID), "attention_mask": padded("attention_mask", 0)}, out)
+    return out
+
+
+def _zoo_probes_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="the audit's probes check on the small LM zoo, base only")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--calibration", action="store_true", help="give the audit calibration prompts")
+    parser.add_argument("--peers", action="store_true", help="the other clean experts as the trust entry's peers")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    rows = zoo_probe_scores(seeds=[int(s) for s in args.seeds.split(",")], calibration=args.calibration,
+                            peers=args.peers)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    names = sorted({name for row in rows for name in row["scores"]})
+    print("| seed | case | probes check | " + " | ".join(names) + " | CPU s |")
+    print("|---" * (len(names) + 4) + "|")
+    for row in rows:
+        cells = []
+        for name in names:
+            score, threshold = row["scores"].get(name, (None, None))
+            flag = " **FLAG**" if score is not None and score >= threshold else ""
+            cells.append("-" if score is None else f"{score:.3g} / {threshold:g}{flag}")
+        print(f"| {row['seed']} | {row['case']} | {row['status']} | " + " | ".join(cells) + f" | {row['cpu_s']} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["loadgen"]:
         return _loadgen(argv[1:])
+    if argv[:1] == ["zoo-probes"]:
+        return _zoo_probes_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="50 req/s for 2 s; one audit of a tiny model (tests)")
     parser.add_argument("--rate", type=float, default=None)
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--audits", type=int, default=None)
     parser.add_argument("--skip-audits", action="store_true")
+    parser.add_argument("--no-probes", action="store_true", help="audits with the probe stage off")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     mode = dict(SMALL if args.small else FULL)
@@ -296,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                   "ack": ack_latency(rate=mode["rate"], seconds=mode["seconds"], work=work / "ack")}
         if not args.skip_audits:
             (work / "audit").mkdir()
-            report["audits"] = audits_per_hour(n=mode["audits"], kind=mode["model"], work=work / "audit")
+            report["audits"] = audits_per_hour(n=mode["audits"], kind=mode["model"], work=work / "audit",
+                                                 probes=not args.no_probes)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -311,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             a = report["audits"]
             print(f"audits of a {a['parameters']:,}-parameter model: {a['audits_per_hour']:.1f} per hour "
                   f"(wall {', '.join(f'{w:.1f}' for w in a['audit_wall_s'])} s; peer fetch+load "
-                  f"{', '.join(f'{w:.1f}' for w in a['peer_wall_s'])} s; ratio {a['ratio_to_peer']:.2f})")
+                  f"{', '.join(f'{w:.1f}' for w in a['peer_wall_s'])} s; ratio {a['ratio_to_peer']:.2f}); probes "
+                  f"{'on' if a['probes'] else 'off'}: {a['probes_status']}, {a['probes_s']} s")
     return 0
 
 

@@ -43,13 +43,17 @@ def write_lock_file(directory: pathlib.Path, metadata: dict[str, Any]) -> None:
     (directory / LOCK_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def read_lock_file(root: pathlib.Path, *, present: set[str]) -> dict[str, Any]:
-    """The parsed lock file, with its shape checked (not yet its MAC: that needs the key, see `open_lock`)."""
-    path = root / LOCK_FILE
-    if LOCK_FILE not in present:
-        raise InputError(f"not a MergeLock-protected model (no {LOCK_FILE})", path=root, rule="lock-not-protected")
+def read_lock_file(model) -> dict[str, Any]:
+    """The parsed lock file of a validated ModelDir, with its shape checked (not yet its MAC: that needs the
+    key, see `open_lock`). Read through the ModelDir (the bytes validation saw, the verified copy's when
+    the model was verified), never by path."""
+    path = model.root / LOCK_FILE
+    if LOCK_FILE not in {f.relpath for f in model.files}:
+        raise InputError(f"not a MergeLock-protected model (no {LOCK_FILE})", path=model.root,
+                         rule="lock-not-protected")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with model.open_file(LOCK_FILE) as handle:
+            data = json.loads(handle.read().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"unreadable lock metadata: {exc}", path=path, rule="lock-metadata") from None
     version = data.get("version") if isinstance(data, dict) else None

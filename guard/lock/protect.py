@@ -92,7 +92,7 @@ def unlock_model(src: str | os.PathLike, out: str | os.PathLike, *, key: LockKey
 def _unlock(src, out, *, key: LockKey, signer, allow_legacy: bool) -> LockResult:
     model, config, _ = _open(src)
     src = model.root
-    metadata = read_lock_file(model.root, present={f.relpath for f in model.files})
+    metadata = read_lock_file(model)
     run = open_lock(metadata, key, path=model.root, allow_legacy=allow_legacy)
     form = metadata.get("residual_form", "none")  # v1 files predate the residual transform
     plan = plan_lock(model.tensors.keys(), config, path=src, mlp=metadata["mlp_permute"],

@@ -5,7 +5,7 @@
   interface a method implements (a function over one `TensorGroup`).
 - `guard.merge.sparsify`: magnitude (threshold or argsort tie rule), outlier and random masks.
 - `guard.merge.config`: the mergekit YAML subset plus the `guard:` section (pydantic).
-- `guard.merge.engine`: `MergeJob` + `run_merge` (streaming from validated ModelDirs, positional output
+- `guard.merge.engine`: `MergeJob` + `run_merge` / `merged_tensors` (streaming from validated ModelDirs, positional output
   mirroring an input's shards, device cpu/cuda/auto, `TensorHook`s for stages).
 - `guard.merge.api`: `merge_tensors` / `merge_state_dicts` over tensors already in memory.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from guard._lazy import lazy_attributes
 
 __all__ = ["MergeConfig", "MergeJob", "TensorHook", "load_merge_config", "merge_state_dicts", "merge_tensors",
-           "run_merge"]
+           "merged_tensors", "run_merge"]
 
 _LAZY = {
     "MergeConfig": "guard.merge.config",
@@ -25,6 +25,7 @@ _LAZY = {
     "MergeJob": "guard.merge.engine",
     "TensorHook": "guard.merge.engine",
     "run_merge": "guard.merge.engine",
+    "merged_tensors": "guard.merge.engine",
     "merge_state_dicts": "guard.merge.api",
     "merge_tensors": "guard.merge.api",
 }

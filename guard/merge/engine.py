@@ -9,7 +9,8 @@ merges when both fit in the memory the largest group needs anyway, so peak memor
 (inputs + 2) x the largest tensor plus what the method allocates.
 
 This is the API other stages build on (DAM, EnchTable): `MergeJob` (inputs, method, parameters, dtypes,
-device, hooks) and `run_merge(job, out_dir)`. A `TensorHook` sees every tensor group before the method
+device, hooks), `run_merge(job, out_dir)` and `merged_tensors(job)` (the same merge as an iterator of
+merged tensors by name, writing nothing). A `TensorHook` sees every tensor group before the method
 runs (it may change per-model parameters or inputs, e.g. DAM's masks/coefficients) and every merged
 tensor after (it may change it, e.g. EnchTable adding a safety vector).
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -197,9 +198,72 @@ class _ParameterCache:
         return result
 
 
+@dataclasses.dataclass(frozen=True)
+class MergedTensor:
+    """One tensor of the merge as the engine streams it."""
+
+    name: str
+    merged: torch.Tensor  # floating: the math dtype on the device, after the hooks; else the layout model's
+    base: torch.Tensor | None  # the base's tensor as read (CPU, stored dtype); None without a base
+    floating: bool  # False: an integer/bool buffer, copied from the layout model unchanged
+    nbytes: int  # bytes read from all inputs for this tensor
+
+
+def merged_tensors(job: MergeJob) -> Iterator[MergedTensor]:
+    """The job's merge, tensor by tensor in sorted name order, without writing anything: what `run_merge`
+    writes, and what a stage needs to see the whole merge before the streaming merge (EnchTable's global
+    norm). Same parameters, hooks and random draws as `run_merge`; one group in memory at a time (plus the
+    next one while both fit in what the largest group needs). Close the iterator (or exhaust it) to
+    release the inputs' descriptors."""
+    check_inputs(job)
+    device = resolve_device(job.device)
+    layout = job.layout
+    inputs = job.inputs()
+    names = sorted(layout.tensors)
+    group_bytes = {n: sum(m.tensors[n].nbytes for m in inputs) for n in names}
+    budget = max(group_bytes.values(), default=0)
+    generator = torch.Generator(device=device).manual_seed(job.seed) if job.method.random else None
+    parameters = _ParameterCache(job)
+    readers = _Readers(inputs)
+    has_base = job.base is not None
+    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-merge-read")
+    # One thread for the math: the methods work chunk by chunk in cache, where torch's thread pool costs
+    # more than it gains (and spins when the machine is shared); reads and writes run beside it.
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        read = lambda n: [readers.read(i, n) for i in range(len(inputs))]  # noqa: E731
+        pending = prefetch.submit(read, names[0]) if names else None
+        for position, name in enumerate(names):
+            tensors = pending.result()
+            nxt = names[position + 1] if position + 1 < len(names) else None
+            # Read ahead only while two groups fit in what the largest group needs anyway.
+            pending = None
+            if nxt is not None and group_bytes[name] + group_bytes[nxt] <= budget:
+                pending = prefetch.submit(read, nxt)
+            info = layout.tensors[name]
+            base = tensors[0] if has_base else None
+            floating = info.dtype in FLOAT_DTYPES and info.dtype != "C64"
+            if floating:
+                merged = _merge_one(job, name, tensors, has_base, device, generator, parameters)
+            else:
+                merged = tensors[0]  # integer/bool buffers: the layout model's, unchanged
+            del tensors
+            yield MergedTensor(name=name, merged=merged, base=base, floating=floating, nbytes=group_bytes[name])
+            del merged, base
+            if pending is None and nxt is not None:
+                pending = prefetch.submit(read, nxt)
+    finally:
+        torch.set_num_threads(threads)
+        prefetch.shutdown(wait=True)
+        readers.close()
+
+
 def run_merge(job: MergeJob, out_dir: str | os.PathLike, *,
               progress: Callable[[int, int, str], None] | None = None) -> MergeSummary:
     """Merge into `out_dir` (created; the caller stages and renames it). Returns what was done."""
+    import contextlib
     import pathlib
 
     from guard.merge.output import MergedShards
@@ -210,59 +274,27 @@ def run_merge(job: MergeJob, out_dir: str | os.PathLike, *,
     device = resolve_device(job.device)
     layout = job.layout
     inputs = job.inputs()
-    names = sorted(layout.tensors)
-    group_bytes = {n: sum(m.tensors[n].nbytes for m in inputs) for n in names}
-    budget = max(group_bytes.values(), default=0)
-    total = sum(group_bytes.values())
+    total = sum(m.tensors[n].nbytes for n in layout.tensors for m in inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
     copy_support_files(layout, out_dir, dtype=job.out_dtype or job.dtype)
-    generator = torch.Generator(device=device).manual_seed(job.seed) if job.method.random else None
-    parameters = _ParameterCache(job)
-    readers = _Readers(inputs)
-    has_base = job.base is not None
-    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-merge-read")
-    largest = max((layout.tensors[n].numel * 4 for n in names), default=0)
+    largest = max((info.numel * 4 for info in layout.tensors.values()), default=0)
     merged_count = done = 0
-    # One thread for the math: the methods work chunk by chunk in cache, where torch's thread pool costs
-    # more than it gains (and spins when the machine is shared); reads and writes run beside it.
-    threads = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(1)
-    try:
-        with MergedShards(layout, out_dir, dtypes=output_dtypes(job), metadata=job.metadata,
-                          max_pending_bytes=max(largest, 64 << 20)) as shards:
-            read = lambda n: [readers.read(i, n) for i in range(len(inputs))]  # noqa: E731
-            pending = prefetch.submit(read, names[0]) if names else None
-            for position, name in enumerate(names):
-                tensors = pending.result()
-                nxt = names[position + 1] if position + 1 < len(names) else None
-                # Read ahead only while two groups fit in what the largest group needs anyway.
-                pending = None
-                if nxt is not None and group_bytes[name] + group_bytes[nxt] <= budget:
-                    pending = prefetch.submit(read, nxt)
-                info = layout.tensors[name]
-                out_dtype = torch_dtype(shards.dtypes[name])
-                if info.dtype not in FLOAT_DTYPES or info.dtype == "C64":
-                    merged = tensors[0]  # integer/bool buffers: the layout model's, unchanged
-                else:
-                    merged = _merge_one(job, name, tensors, has_base, device, generator, parameters)
-                    merged_count += 1
-                del tensors
-                shards.put(name, merged.to(device="cpu", dtype=out_dtype))
-                del merged
-                if pending is None and nxt is not None:
-                    pending = prefetch.submit(read, nxt)
-                done += group_bytes[name]
-                if progress is not None:
-                    progress(done, total, name)
-            shards.finish()
-            output_bytes = shards.total_bytes
-    finally:
-        torch.set_num_threads(threads)
-        prefetch.shutdown(wait=True)
-        readers.close()
-    return MergeSummary(method=job.method.name, device=device, tensors=len(names), merged_tensors=merged_count,
-                        input_bytes=total, output_bytes=output_bytes, seconds=time.perf_counter() - started)
+    with (MergedShards(layout, out_dir, dtypes=output_dtypes(job), metadata=job.metadata,
+                       max_pending_bytes=max(largest, 64 << 20)) as shards,
+          contextlib.closing(merged_tensors(job)) as stream):
+        for item in stream:
+            shards.put(item.name, item.merged.to(device="cpu", dtype=torch_dtype(shards.dtypes[item.name])))
+            merged_count += item.floating
+            done += item.nbytes
+            name = item.name
+            del item  # the merged tensor is queued for writing; drop this reference to it
+            if progress is not None:
+                progress(done, total, name)
+        shards.finish()
+        output_bytes = shards.total_bytes
+    return MergeSummary(method=job.method.name, device=device, tensors=len(layout.tensors),
+                        merged_tensors=merged_count, input_bytes=total, output_bytes=output_bytes,
+                        seconds=time.perf_counter() - started)
 
 
 def _merge_one(job: MergeJob, name: str, tensors: list, has_base: bool, device: str, generator,

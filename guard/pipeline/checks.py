@@ -248,7 +248,7 @@ def _mergelock(subject: CheckedInput, *, policy, base, lock_key, stack, work_dir
     holder = pathlib.Path(tempfile.mkdtemp(prefix="guard-unlocked-", dir=work_dir))
     stack.callback(shutil.rmtree, holder, ignore_errors=True)
     try:
-        unlock_model(model.root, holder / "model", key=key)
+        unlock_model(model, holder / "model", key=key)  # the verified ModelDir, not a reopened path
     except VerificationError as exc:
         _add(subject, "mergelock", "refuse", f"MergeLock-protected and the given lock key does not open it: "
                                              f"{exc.message}", rule=exc.rule, value=value, threshold=threshold)

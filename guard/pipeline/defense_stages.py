@@ -13,7 +13,9 @@ task_arithmetic; each model's `weight` x `lambda` is its lambda_0 unless `initia
   distill` or guard.defenses.enchtable.vector.write_safety_vector). It is an input like any other:
   read strictly, signature-verified against the trusted signers (`guard.signatures` may name its
   signature), checked for MergeLock and scanned by the configured probes, before use;
-- `beta` (0.1), `gamma_task` (0.5), `gamma_safety` (0.5): reference notes §3.3.
+- `beta` (0.1), `gamma_task` (0.5), `gamma_safety` (0.5): reference notes §3.3;
+- `alpha` (`merge`): `inputs` scales Delta to the mean of the merged models' task-vector norms instead
+  of the merge's (guard's named option, docs/enchtable.md).
 The surrogate the vector was distilled on must be the merge's base (checked by weights digest).
 
 Both put what they did into a `Check` of the decision record (and so into the provenance): DAM its
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 
@@ -106,6 +108,10 @@ class EnchTableSettings(pydantic.BaseModel):
     beta: float = pydantic.Field(default=0.1, gt=0)
     gamma_task: float = pydantic.Field(default=0.5, gt=0, le=1)
     gamma_safety: float = pydantic.Field(default=0.5, gt=0, le=1)
+    alpha: Literal["merge", "inputs"] = pydantic.Field(
+        default="merge", description="merge: alpha = beta ||tau|| / ||Delta|| with tau the merge's own task vector "
+        "(the reference); inputs: guard's named option, ||tau|| the mean over the merged models of their own, so "
+        "the scale does not grow with how many models are merged or how the method rescales their sum")
 
 
 class EnchTableStage(Stage):
@@ -126,14 +132,14 @@ class EnchTableStage(Stage):
             raise InputError("guard.enchtable: the safety vector was not checked as an input", rule="enchtable-config")
         started = time.perf_counter()
         delta = safety_delta(vector.model, job.base)
-        alpha, tau_norm, delta_norm = alpha_for(job, delta, beta=self.settings.beta)
+        alpha, tau_norm, delta_norm = alpha_for(job, delta, beta=self.settings.beta, scale_to=self.settings.alpha)
         check = Check("enchtable", "pass", f"safety vector {vector.label} reinjected: alpha {alpha:.4g} "
                                            f"(beta {self.settings.beta} x ||tau|| {tau_norm:.4g} / ||Delta|| "
                                            f"{delta_norm:.4g}); per-matrix interference weights in details",
                       input=vector.label, value=alpha)
         hook = EnchTableHook(delta, alpha=alpha, gamma_task=self.settings.gamma_task,
                              gamma_safety=self.settings.gamma_safety, record=check.details)
-        check.details.update({"beta": self.settings.beta, "tau_norm": tau_norm, "delta_norm": delta_norm,
+        check.details.update({"beta": self.settings.beta, "alpha_from": self.settings.alpha, "tau_norm": tau_norm, "delta_norm": delta_norm,
                               "tensors": len(delta), "norm_pass_seconds": round(time.perf_counter() - started, 3)})
         job.hooks = [*job.hooks, hook]
         return job, [check]

@@ -58,6 +58,14 @@ class ProbeStage(Stage):
 
 def probe_input(subject, *, base, peers: Sequence, context: StageContext, device: str) -> list[Check]:
     """Scan one checked input; one Check per probe."""
+    if base is None:
+        return _no_probe(subject, "no base model to compare with")
+    return probe_checks(scan_input(subject, base=base, peers=peers, context=context, device=device), subject)
+
+
+def scan_input(subject, *, base, peers: Sequence, context: StageContext, device: str, progress=None):
+    """The probes' ScanReport for one checked input against `base` (required) and `peers`, with the policy's
+    settings and the section's calibration and trusted pair; `progress(name)` is called before each probe."""
     from guard.pipeline.scan import open_scan_input, same_architecture
     from guard.probes.inputs import SafetyPair, ScanInputs, model_kind, read_calibration
     from guard.probes.scan import scan
@@ -66,8 +74,6 @@ def probe_input(subject, *, base, peers: Sequence, context: StageContext, device
     settings = ProbeSettings.model_validate(dict(context.policy.policy.probes))
     section = ProbeSection.model_validate(dict(context.section))
     resolve = (lambda p: p) if context.config is None else context.config.guard_path
-    if base is None:
-        return _no_probe(subject, "no base model to compare with")
     same_architecture(subject.model, base.model, role="the base")
     for peer in peers:
         same_architecture(subject.model, peer.model, role=f"input {peer.label}")
@@ -83,7 +89,11 @@ def probe_input(subject, *, base, peers: Sequence, context: StageContext, device
         resolve(section.calibration), kind=model_kind(subject.model))
     inputs = ScanInputs(candidate=subject.model, base=base.model, peers=[p.model for p in peers], safety_pair=pair,
                         calibration=calibration, device=device)
-    report = scan(inputs, settings)
+    return scan(inputs, settings, progress=progress)
+
+
+def probe_checks(report, subject) -> list[Check]:
+    """One Check per probe of a ScanReport (refuse when it flagged); a refusal when no probe could run."""
     checks = []
     for result in report.results:
         if result.status != "ran":

@@ -10,7 +10,11 @@ sequence in the codebase), under a policy built from the repo's trust entry, plu
                 (guard.service.trust); everything after it reads the verified bytes
     mergelock   lock.detect against the base model named in the model card (or base-free); never fails
     weights     per-layer RMS of the (verified) weights (context for the plots, never a verdict)
-    probes      the probe stage, once guard.probes exists in this build
+    probes      the pipeline's probe stage (guard.pipeline.probe_stage) against the base alone, inside
+                check_input after MergeLock detection: one row per probe with its score and threshold, the
+                probes' per-layer plots; a flag warns (or fails, as the trust entry's `probes.action` says); a
+                probe that errors or runs past `probes.max_seconds` fails the check, naming the probe; no
+                usable base -> skip with the reason
 
 `Auditor` is the narrow interface the worker calls; `StageAuditor` is the real one. The verdict is `fail`
 when any check fails, else `pass`; every check says why, with its numbers.
@@ -22,10 +26,12 @@ import abc
 import contextlib
 import dataclasses
 import hashlib
-import importlib.util
 import pathlib
 import re
+import signal
 import statistics
+import threading
+import time
 from typing import Any
 
 from guard.errors import GuardError
@@ -46,6 +52,8 @@ class AuditRequest:
     base_dir: pathlib.Path | None = None
     base_ref: str | None = None  # "hf:owner/name@sha" of base_dir
     base_note: str | None = None  # why there is no base, when there is none
+    probe_seconds: float | None = None  # the probe stage's budget here (trust entry's, capped by the sandbox)
+    peers: tuple[tuple[str, pathlib.Path | None, str | None], ...] = ()  # probe peers: (ref, dir, why no dir)
 
 
 def check(check_id: str, title: str, status: str, message: str, *, details: dict | None = None,
@@ -73,12 +81,15 @@ class StageAuditor(Auditor):
         with contextlib.ExitStack() as stack:
             base, base_note = _checked_base(stack, request)
             trusted, unusable = _trusted_signers(request.trust)
+            probes = AuditProbes(request, stack)
+            stages = [(probes, {})] if request.trust.probes.action != "off" else []
             try:
                 subject = stack.enter_context(check_input(request.model_dir, policy=audit_policy(request.trust),
-                                                          trusted=trusted, label=request.repo, base=base))
+                                                          trusted=trusted, label=request.repo, base=base,
+                                                          stages=stages))
             except GuardError as exc:  # not a model directory at all, or unreadable
                 checks += [check("artifacts", "Artifact checks", "fail", exc.one_line(), details={"rule": exc.rule}),
-                           _probes_check()]
+                           check("probes", PROBES_TITLE, "skip", "not run: the upload could not be read")]
                 return {"verdict": verdict_of(checks), "checks": checks, "model": {},
                         "base": {"ref": None, "note": base_note}}
             from guard.artifacts.report import inspect_report
@@ -91,7 +102,7 @@ class StageAuditor(Auditor):
             checks.append(_signature_check(subject, request, unusable))
             checks.append(_mergelock_check(subject, request.base_ref if base_used else None, base_note))
             checks.append(_weights_check(subject))
-            checks.append(_probes_check())
+            checks.append(probes.result(subject, base_note))
         model_info = {k: report[k] for k in ("architecture", "model_type", "parameter_count", "tensor_count",
                                              "tensor_bytes", "total_bytes")}
         model_info["files"] = len(report["files"])
@@ -99,15 +110,18 @@ class StageAuditor(Auditor):
                 "base": {"ref": request.base_ref if base_used else None, "note": base_note}}
 
 
-def audit_policy(trust: RepoTrust):
+def audit_policy(trust: RepoTrust, *, probe_settings: dict | None = None):
     """The safe-merge policy the audit applies to a repo with this trust entry: strict reading with the reader's
-    default severities, a signature required where the entry requires one, MergeLock reported (warn)."""
+    default severities, a signature required where the entry requires one, MergeLock reported (warn), the
+    entry's probe settings (or `probe_settings`)."""
     from guard.policy.load import LoadedPolicy
     from guard.policy.model import MergeLockPolicy, Policy, SignaturePolicy
 
     policy = Policy(name="hub-audit", description=f"guard serve, trust entry {trust.match!r}",
                     required_checks=["artifacts", "signature"] if trust.require_signature else ["artifacts"],
-                    signatures=SignaturePolicy(required=trust.require_signature), mergelock=MergeLockPolicy(action="warn"))
+                    signatures=SignaturePolicy(required=trust.require_signature),
+                    mergelock=MergeLockPolicy(action="warn"),
+                    probes=dict(trust.probes.settings if probe_settings is None else probe_settings))
     raw = policy.model_dump_json().encode()
     # No policy file: the signers come from the trust file (already absolute), so nothing is resolved against path.
     return LoadedPolicy(policy=policy, path=pathlib.Path("hub-audit.yaml"), sha256=hashlib.sha256(raw).hexdigest())
@@ -127,19 +141,26 @@ def _trusted_signers(trust: RepoTrust) -> tuple[list, list[str]]:
 def _checked_base(stack: contextlib.ExitStack, request: AuditRequest):
     """(the base through check_input as a base, or None; why none). The base is another repo: not signed-checked
     here, only read strictly; one that cannot be read is left out, and the report says so."""
-    from guard.pipeline.checks import check_input
-
     if request.base_dir is None:
         return None, request.base_note
+    checked, why = _checked_reference(stack, request.base_dir, request.base_ref)
+    return checked, None if why is None else f"base {why}"
+
+
+def _checked_reference(stack: contextlib.ExitStack, path: pathlib.Path, ref: str | None):
+    """Another repo the audit compares with (the base, a probe peer) through check_input as a base: read
+    strictly, not signature-checked. (CheckedInput or None, why none)."""
+    from guard.pipeline.checks import check_input
+
     try:
-        base = stack.enter_context(check_input(request.base_dir, policy=audit_policy(RepoTrust()), trusted=(),
-                                               label=request.base_ref, role="base"))
+        checked = stack.enter_context(check_input(path, policy=audit_policy(RepoTrust()), trusted=(), label=ref,
+                                                  role="base"))
     except GuardError as exc:
-        return None, f"base {request.base_ref} not used: {exc.one_line()}"
-    refused = [c for c in base.checks if c.verdict == "refuse"]
+        return None, f"{ref} not used: {exc.one_line()}"
+    refused = [c for c in checked.checks if c.verdict == "refuse"]
     if refused:
-        return None, f"base {request.base_ref} not used: {refused[0].one_line()}"
-    return base, None
+        return None, f"{ref} not used: {refused[0].one_line()}"
+    return checked, None
 
 
 _STATUS = {"refuse": "fail", "warn": "warn", "pass": "pass", "skip": "skip"}
@@ -229,7 +250,7 @@ def _weights_check(subject) -> dict:
     """Per-layer RMS of the floating-point weights that passed the checks (the verified bytes when signed),
     streamed one tensor at a time."""
     model = subject.model
-    if subject.refused:  # only bytes that passed (and were verified, where a signature was checked) are read
+    if _refused_before_probes(subject):  # only bytes that passed (and were verified, where signed) are read
         return check("weights", "Weights per layer", "skip", "not read: an earlier check refused this revision")
     if not model.tensors:
         return check("weights", "Weights per layer", "skip", "no readable tensors")
@@ -254,11 +275,173 @@ def _weights_check(subject) -> dict:
                  plots=[{"title": "Weight RMS per layer", "labels": layers, "series": {"rms": rms}, "threshold": None}])
 
 
-def _probes_check() -> dict:
-    if importlib.util.find_spec("guard.probes") is None:
-        return check("probes", "Backdoor and safety probes", "skip", "the probe stage is not part of this build")
-    return check("probes", "Backdoor and safety probes", "skip",
-                 "the probe stage exists but the service does not call it yet")
+PROBES_TITLE = "Backdoor and safety probes"
+
+
+def _refused_before_probes(subject) -> bool:
+    return any(c.verdict == "refuse" and not c.check.startswith("probe") for c in subject.checks)
+
+
+class ProbeBudgetExceeded(BaseException):  # not an Exception: no probe's own `except Exception` swallows it
+    pass
+
+
+@contextlib.contextmanager
+def _time_budget(seconds: float | None):
+    """Raise ProbeBudgetExceeded in this (main) thread after `seconds` of wall time. Python delivers the alarm
+    between bytecodes, so a long native call finishes first; the sandbox's own limits stay the hard bound."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise ProbeBudgetExceeded
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class AuditProbes:
+    """The probe stage as the audit runs it: a check_input stage (so it sees the verified bytes, after
+    MergeLock detection, and is skipped when an earlier check refused) that keeps the ScanReport for the
+    audit's record and turns an error or an exhausted budget into a failed check instead of a dead audit."""
+
+    name = "probes"
+
+    def __init__(self, request: AuditRequest, stack: contextlib.ExitStack) -> None:
+        self.request, self._stack = request, stack
+        self.report = None
+        self.error: str | None = None
+        self.unusable_base: str | None = None
+        self.ran = False
+        self.peers: list[str] = []  # the peers the probes compared with
+        self.notes: list[str] = []  # what the probes did not use, and why
+
+    def check_input(self, subject, context) -> list:
+        from guard.errors import InputError
+        from guard.pipeline.probe_stage import probe_checks, scan_input
+
+        if context.base is None:
+            return []  # result() says why: no base named, or it could not be used
+        self.ran = True
+        trust = self.request.trust
+        peers = self._usable_peers(subject)
+        settings = dict(trust.probes.settings)
+        if not peers and "embedding" not in settings:
+            # Against the base alone the embedding score is a row's movement over a quarter of the median row's:
+            # every clean expert of the LM zoo moves its task tokens' rows that far (docs/service.md).
+            settings["embedding"] = {"enabled": False}
+            self.notes.append("embedding off: it needs peers in an audit (no `probes.peers` usable here)")
+        section = {"calibration": trust.probes.calibration} if trust.probes.calibration else {}
+        context = dataclasses.replace(context, section=section, policy=audit_policy(trust, probe_settings=settings))
+        current: list[str] = []
+        started = time.monotonic()
+        try:
+            with _time_budget(self.request.probe_seconds):
+                self.report = scan_input(subject, base=context.base, peers=peers, context=context, device="cpu",
+                                         progress=current.append)
+        except InputError as exc:
+            if exc.rule == "scan-architecture-mismatch":
+                self.unusable_base = exc.message
+                return []
+            self.error = f"probe {current[-1]!r}: {exc.one_line()}" if current else exc.one_line()
+        except ProbeBudgetExceeded:
+            self.error = (f"probe {current[-1]!r} still running when the probe budget of "
+                          f"{self.request.probe_seconds:g} s ran out (after {time.monotonic() - started:.0f} s)")
+        except Exception as exc:  # noqa: BLE001 - a probe's own failure fails this check, not the audit
+            where = f"probe {current[-1]!r}" if current else "the probe stage"
+            self.error = f"{where} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        if self.report is None:
+            return []
+        checks = probe_checks(self.report, subject)
+        warn = self.request.trust.probes.action == "warn"
+        for c in checks:  # a flag is the trust entry's action, not a refusal of the later checks
+            if c.verdict == "refuse" and (warn or c.rule == "probes-not-run"):
+                c.verdict = "warn"
+        return checks
+
+    def _usable_peers(self, subject) -> list:
+        peers = []
+        for ref, path, why in self.request.peers:
+            checked, why = (None, why) if path is None else _checked_reference(self._stack, path, ref)
+            if checked is not None and checked.model.model_type != subject.model.model_type:
+                checked, why = None, (f"{ref} not used: a {checked.model.model_type} model, the upload a "
+                                      f"{subject.model.model_type} one")
+            if checked is None:
+                self.notes.append(f"peer {why}")
+            else:
+                peers.append(checked)
+                self.peers.append(ref)
+        return peers
+
+    def result(self, subject, base_note: str | None) -> dict:
+        """The audit's probes check (see the module docstring)."""
+        config = self.request.trust.probes
+        if config.action == "off":
+            return check("probes", PROBES_TITLE, "skip",
+                         f"off for this repo (trust entry {self.request.trust.match!r})")
+        if _refused_before_probes(subject):
+            return check("probes", PROBES_TITLE, "skip", "not run: an earlier check refused this revision")
+        if not self.ran or self.unusable_base:
+            why = self.unusable_base or base_note or "no base model"
+            return check("probes", PROBES_TITLE, "skip", f"not run: every probe compares with the base model, and "
+                         f"there is none to use ({why})", details={"base_note": why})
+        details: dict[str, Any] = {"action": config.action, "base": self.request.base_ref, "peers": self.peers,
+                                   "notes": self.notes, "budget_s": self.request.probe_seconds}
+        if self.error is not None:
+            return check("probes", PROBES_TITLE, "fail", f"{self.error}; the probes cannot vouch for this revision",
+                         details={**details, "error": self.error})
+        report = self.report
+        rows = [{"probe": r.probe, "title": r.title, "status": r.status, "score": r.score, "threshold": r.threshold,
+                 "flagged": r.flagged, "message": r.message, "seconds": r.seconds, "truncated": r.truncated,
+                 "evidence": [e.model_dump(mode="json") for e in r.evidence[:5]]} for r in report.results]
+        details.update(probes=rows, seconds=report.seconds, ran=report.decision.ran, skipped=report.decision.skipped)
+        plots = [_bounded_plot(f"{r.probe}: {s.title}", s.labels,
+                               {"this revision": s.values, **({s.reference_label: s.reference} if s.reference else {})},
+                               s.threshold) for r in report.results for s in r.series]
+        skipped = f"; skipped: {', '.join(report.decision.skipped)}" if report.decision.skipped else ""
+        skipped += "".join(f"; {note}" for note in self.notes)
+        base = self.request.base_ref
+        against = f"{base} and {len(self.peers)} peers" if self.peers else f"{base} alone"
+        if not report.decision.ran:
+            return check("probes", PROBES_TITLE, "skip", f"no probe could run{skipped} (see details)",
+                         details=details, plots=plots)
+        flagged = [r for r in report.results if r.status == "ran" and r.flagged]
+        if flagged:
+            status = "fail" if config.action == "fail" else "warn"
+            reasons = "; ".join(f"{r.probe}: {r.message} (score {r.score:.3g} >= threshold {r.threshold:.3g})"
+                                for r in flagged)
+            return check("probes", PROBES_TITLE, status, f"{len(flagged)} of {len(report.decision.ran)} probes "
+                         f"flagged against {against}: {reasons}{skipped}", details=details, plots=plots)
+        top = max((r for r in report.results if r.ratio is not None), key=lambda r: r.ratio, default=None)
+        closest = f"; closest: {top.probe} {top.score:.3g} vs threshold {top.threshold:.3g}" if top else ""
+        return check("probes", PROBES_TITLE, "pass", f"{len(report.decision.ran)} probes ran against {against}, "
+                     f"none flagged{closest}{skipped}", details=details, plots=plots)
+
+
+PLOT_POINTS = 256
+
+
+def _bounded_plot(title: str, labels: list[str], series: dict[str, list], threshold) -> dict:
+    """A plot of at most PLOT_POINTS points: longer series (an embedding's score per vocabulary row) are cut
+    into that many consecutive groups, each shown by its largest value, so a spike stays visible."""
+    if len(labels) <= PLOT_POINTS:
+        return {"title": title, "labels": labels, "series": series, "threshold": threshold}
+    size = -(-len(labels) // PLOT_POINTS)
+    groups = [range(i, min(i + size, len(labels))) for i in range(0, len(labels), size)]
+
+    def peak(values: list, group: range):
+        finite = [values[i] for i in group if isinstance(values[i], (int, float)) and values[i] == values[i]]
+        return max(finite) if finite else None
+
+    return {"title": f"{title} (max per {size} consecutive)",
+            "labels": [f"{labels[g[0]]}-{labels[g[-1]]}" for g in groups],
+            "series": {k: [peak(v, g) for g in groups] for k, v in series.items()}, "threshold": threshold}
 
 
 def _scalars(measurements: dict) -> dict:

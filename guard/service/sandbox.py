@@ -132,8 +132,9 @@ def _set_limits(limits: dict) -> None:
     cap(resource.RLIMIT_CORE, 0)
 
 
-def run_job(spec: dict) -> dict:
-    """Download, resolve the base, audit: the child's whole job. Returns the audit result."""
+def run_job(spec: dict, *, sandbox_limits: dict | None = None) -> dict:
+    """Download, resolve the base, audit: the child's whole job. Returns the audit result. `sandbox_limits`
+    cap the probe stage's budget, so that the probes stop before the sandbox kills the audit."""
     from guard.hub import HubLimits, HubRef, HubSettings, download_revision
     from guard.service.trust import RepoTrust
 
@@ -155,9 +156,12 @@ def run_job(spec: dict) -> dict:
                                                     details={"rule": exc.rule})], "model": {}, "base": {}}
     download_s = time.monotonic() - started
     base_dir, base_ref, base_note = _fetch_base(fetched.model_dir, work, settings, limits)
+    trust = RepoTrust.model_validate(spec["trust"])
+    peers = _fetch_peers(trust, spec["repo"], work, settings, limits) if base_dir is not None else ()
     request = AuditRequest(repo=spec["repo"], ref=spec["ref"], sha=spec["sha"], model_dir=fetched.model_dir,
-                           trust=RepoTrust.model_validate(spec["trust"]), base_dir=base_dir, base_ref=base_ref,
-                           base_note=base_note)
+                           trust=trust, base_dir=base_dir, base_ref=base_ref, base_note=base_note, peers=peers,
+                           probe_seconds=probe_budget(trust.probes.max_seconds, limits=sandbox_limits,
+                                                      started=started))
     auditor = _load_auditor(spec.get("audit", "guard.service.audit:StageAuditor"))
     audit_started = time.monotonic()
     result = auditor.audit(request)
@@ -169,6 +173,19 @@ def run_job(spec: dict) -> dict:
     return result
 
 
+def probe_budget(seconds: float, *, limits: dict | None, started: float) -> float:
+    """The probe stage's budget: the trust entry's, but never past what is left of the sandbox's wall clock or
+    CPU time (less a reserve for the rest of the audit), so a large model fails the probes check with its
+    numbers instead of getting the whole audit killed."""
+    if not limits:
+        return seconds
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    left_wall = float(limits["wall_s"]) - (time.monotonic() - started)
+    left_cpu = float(limits["cpu_s"]) - (usage.ru_utime + usage.ru_stime)
+    left = min(left_wall - min(60.0, 0.1 * float(limits["wall_s"])), left_cpu - min(60.0, 0.1 * float(limits["cpu_s"])))
+    return max(1.0, min(seconds, left))
+
+
 def _fetch_base(model_dir: pathlib.Path, work: pathlib.Path, settings, limits):
     """The base model the card names (`base_model`), pinned to its current sha and fetched like the model."""
     from guard.errors import GuardError
@@ -176,26 +193,43 @@ def _fetch_base(model_dir: pathlib.Path, work: pathlib.Path, settings, limits):
 
     readme = model_dir / "README.md"
     if not readme.is_file():
-        return None, None, "no model card: MergeLock detection runs base-free"
+        return None, None, "no model card (README.md), so no base model named"
     if readme.stat().st_size > 1 << 20:
-        return None, None, "model card over 1 MiB: not parsed; MergeLock detection runs base-free"
+        return None, None, "model card over 1 MiB: not parsed, so no base model named"
     from huggingface_hub.repocard import metadata_load
 
     try:
         meta = metadata_load(readme) or {}
     except Exception as exc:  # noqa: BLE001 - YAML errors of many types: the card is the uploader's text
-        return None, None, f"model card metadata unreadable ({type(exc).__name__}); base-free"
+        return None, None, f"model card metadata unreadable ({type(exc).__name__}), so no base model named"
     base = meta.get("base_model")
     if isinstance(base, list) and base:
         base = base[0]
     if not isinstance(base, str) or not base:
-        return None, None, "the model card names no base_model: MergeLock detection runs base-free"
+        return None, None, "the model card names no base_model"
     try:
         base_ref = resolve_revision(base, settings=settings, limits=limits)
         fetched = download_revision(base_ref, dest=work / "base", settings=settings, limits=limits)
     except GuardError as exc:
         return None, None, f"base model {base[:200]!r} not fetched: {exc.one_line()}"
     return fetched.model_dir, str(base_ref), None
+
+
+def _fetch_peers(trust, repo: str, work: pathlib.Path, settings, limits) -> tuple:
+    """The trust entry's probe peers (other fine-tunes of the same base), each pinned to its current sha and
+    fetched like the model; the upload's own repo is never its own peer. (ref, dir or None, why not) each."""
+    from guard.errors import GuardError
+    from guard.hub import download_revision, resolve_revision
+
+    peers = []
+    for i, peer in enumerate(p for p in trust.probes.peers if p != repo):
+        try:
+            ref = resolve_revision(peer, settings=settings, limits=limits)
+            peers.append((str(ref), download_revision(ref, dest=work / f"peer-{i}", settings=settings,
+                                                      limits=limits).model_dir, None))
+        except GuardError as exc:
+            peers.append((peer, None, f"not fetched: {exc.one_line()}"))
+    return tuple(peers)
 
 
 def _load_auditor(path: str):
@@ -242,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         from guard.hub.transport import HubUnavailable
 
         try:
-            result = run_job(spec)
+            result = run_job(spec, sandbox_limits=limits)
         except HubUnavailable as exc:
             sys.stdout.write(json.dumps({"error": exc.one_line()}) + "\n")
             return EXIT_RETRY

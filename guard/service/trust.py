@@ -18,6 +18,13 @@ signature copied onto another repo would otherwise pass. guard binds the two way
           - key: keys/acme.pub
           - certificate_chain: [ca/root.pem]
           - {identity: release@acme.example, issuer: https://accounts.example}
+        probes:                         # the audit's probe stage (all optional; defaults shown)
+          action: warn                  # what a flagging probe makes the probes check: warn | fail | off
+          max_seconds: 1200             # the probe stage's budget inside the audit sandbox
+          peers: [acme/expert-a, acme/expert-b]  # other fine-tunes of the same base (Hub repos): the
+                                        # weight probes' z-scores compare with them
+          calibration: prompts.safetensors  # unlabeled inputs: enables the data-driven probes
+          settings: {embedding: {threshold: 8.0}}  # per-probe settings, as a policy's `probes:` section
 """
 
 from __future__ import annotations
@@ -73,6 +80,36 @@ class Signer(BaseModel):
         return f"sigstore {self.identity} ({self.issuer})"
 
 
+class ProbeAudit(BaseModel):
+    """How the audit runs the probe stage for a repo (docs/service.md, "Probes"). A flag is a warning by
+    default: the probes' measured false-positive rate against a base alone is not low enough to fail uploads
+    on (docs/probes.md); an entry that wants it sets `action: fail`. A probe that errors or runs out of
+    budget fails the check whatever the action (it could not vouch for the upload)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Literal["warn", "fail", "off"] = "warn"
+    max_seconds: float = Field(default=1_200.0, gt=0)
+    peers: tuple[str, ...] = Field(default=(), max_length=16)  # Hub repo ids, fetched at their current sha
+    calibration: str | None = None
+    settings: dict[str, dict] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_settings(self) -> ProbeAudit:
+        from guard.probes.settings import ProbeSettings  # pydantic only: no torch
+
+        unknown = sorted(set(self.settings) - set(ProbeSettings.probe_names()))
+        if unknown:
+            raise ValueError(f"probes.settings: unknown probe {unknown[0]!r}; known: "
+                             f"{', '.join(ProbeSettings.probe_names())}")
+        try:
+            ProbeSettings.model_validate(self.settings)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"probes.settings.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+        return self
+
+
 class RepoTrust(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -80,6 +117,7 @@ class RepoTrust(BaseModel):
     require_signature: bool = False
     signers: tuple[Signer, ...] = ()
     bind: Literal["name", "signer"] = "name"  # "signer": only the per-repo signer list binds
+    probes: ProbeAudit = Field(default_factory=ProbeAudit)
 
     @model_validator(mode="after")
     def _signers_if_required(self) -> RepoTrust:
@@ -130,6 +168,9 @@ def _rebase(policy: TrustPolicy, base: pathlib.Path) -> TrustPolicy:
                                          "certificate_chain": tuple(str(base / c) for c in signer.certificate_chain)})
 
     def entry(e: RepoTrust) -> RepoTrust:
-        return e.model_copy(update={"signers": tuple(fix(s) for s in e.signers)})
+        probes = e.probes
+        if probes.calibration is not None:
+            probes = probes.model_copy(update={"calibration": str(base / probes.calibration)})
+        return e.model_copy(update={"signers": tuple(fix(s) for s in e.signers), "probes": probes})
 
     return policy.model_copy(update={"default": entry(policy.default), "repos": tuple(entry(e) for e in policy.repos)})

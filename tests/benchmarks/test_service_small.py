@@ -26,3 +26,16 @@ def test_service_benchmark_small_mode_reports_numbers():
     audits = report["audits"]
     assert audits["audits"] == 1 and audits["verdicts"] == ["pass"] and audits["audits_per_hour"] > 0
     assert audits["parameters"] > 0 and audits["ratio_to_peer"] > 0
+    assert audits["probes"] and audits["probes_status"][0] in ("pass", "warn")  # the probe stage ran
+
+
+def test_zoo_probes_mode_reports_every_case(small_zoo):
+    """`python -m benchmarks.service zoo-probes --peers` on seed 0 (cached zoo): the rows docs/service.md reports."""
+    from benchmarks.service import zoo_probe_scores
+
+    rows = {r["case"]: r for r in zoo_probe_scores(seeds=[0], calibration=False, peers=True)}
+    assert set(rows) == {"clean:sort", "clean:reverse", "clean:modadd", "clean:rotate", "badnets", "amplified"}
+    assert {r["status"] for c, r in rows.items() if c.startswith("clean")} == {"pass"}
+    for case in ("badnets", "amplified"):
+        score, threshold = rows[case]["scores"]["embedding"]
+        assert rows[case]["status"] == "warn" and score >= threshold

@@ -25,17 +25,19 @@ def _dam(family, **settings):
                              initial=[0.3, 0.3])
 
 
-@pytest.mark.parametrize("mode", ["paper", "code"])
-def test_the_streaming_merge_with_the_dam_hook_is_the_learnt_merge(vit_family, tmp_path, mode):
-    result = _dam(vit_family, mode=mode, final_mask="deterministic", granularity="row")
+@pytest.mark.parametrize(("mode", "backdoor_mask"), [("paper", "shared"), ("code", "shared"), ("paper", "per_model"),
+                                                     ("code", "per_model")])
+def test_the_streaming_merge_with_the_dam_hook_is_the_learnt_merge(vit_family, tmp_path, mode, backdoor_mask):
+    result = _dam(vit_family, mode=mode, final_mask="deterministic", granularity="row", backdoor_mask=backdoor_mask)
+    per_model = backdoor_mask == "per_model"
     base, experts = _dirs(vit_family)
     assert not any(n.startswith("classifier.") for n in result.names)  # task heads are left alone
     assert result.coefficients.shape == (2, len(result.names))
     assert not torch.equal(result.coefficients, result.initial)  # AdaMerging moved them
-    for name in result.names:  # a deterministic mask is 0/1, renormalised to mean 1
-        values = set(result.masks[name].unique().tolist())
-        assert len(values - {0.0}) <= 1 and result.masks[name].mean().item() == pytest.approx(1.0, abs=1e-5) or \
-            values == {0.0}
+    for name in result.names:  # a deterministic mask is 0/1, renormalised to mean 1 (per model's slice if per model)
+        for mask in (result.masks[name] if per_model else [result.masks[name]]):
+            values = set(mask.unique().tolist())
+            assert len(values - {0.0}) <= 1 and mask.mean().item() == pytest.approx(1.0, abs=1e-5) or values == {0.0}
     job = MergeJob(method=REGISTRY.get("task_arithmetic"), base=base, models=experts,
                    model_settings=[{"weight": 0.3}, {"weight": 0.3}], settings={"lambda": 1.0}, labels=["a", "b"],
                    hooks=[hook := DamHook(result)])
@@ -43,8 +45,10 @@ def test_the_streaming_merge_with_the_dam_hook_is_the_learnt_merge(vit_family, t
     assert hook.applied == len(result.names)
     merged = dict(open_model_dir(tmp_path / "out").iter_tensors())
     base_sd, expert_sds = dict(base.iter_tensors()), [dict(e.iter_tensors()) for e in experts]
+    assert all(result.masks[n].shape == ((2,) if per_model else ()) + base_sd[n].shape for n in result.names)
     for index, name in enumerate(result.names):
-        expected = base_sd[name] + sum(result.coefficients[i, index] * result.masks[name] * (sd[name] - base_sd[name])
+        masks = result.masks[name] if per_model else [result.masks[name]] * len(expert_sds)
+        expected = base_sd[name] + sum(result.coefficients[i, index] * masks[i] * (sd[name] - base_sd[name])
                                        for i, sd in enumerate(expert_sds))
         torch.testing.assert_close(merged[name], expected, rtol=1e-5, atol=1e-6)
     # what DAM left alone is the configured task arithmetic
@@ -79,3 +83,9 @@ def test_decoder_lm_tasks_with_a_bounded_soft_prompt_trigger(llama_family):
     limit = 0.5 * float(embedding.float().norm(dim=-1).mean())
     assert all(0 < norm <= limit * 2 ** 0.5 + 1e-5 for norm in result.trigger_norms)
     assert "model.embed_tokens.weight" in result.names and result.history
+
+
+def test_the_clean_anchor_is_an_option_that_changes_the_learnt_mask(vit_family):
+    plain, anchored = _dam(vit_family, mode="code"), _dam(vit_family, mode="code", clean_anchor=5.0)
+    assert plain.settings.clean_anchor == 0.0  # the faithful default
+    assert not all(torch.equal(plain.masks[n], anchored.masks[n]) for n in plain.names)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from guard.defenses.enchtable.interference import adaptive_scale, interference, reinject, score_tensor
+from guard.defenses.enchtable.interference import adaptive_scale, inputs_task_norm, interference, reinject, score_tensor
 
 
 def reference_interference(tau: np.ndarray, delta: np.ndarray, gamma: float = 0.5) -> float:
@@ -74,3 +74,16 @@ def test_reinject_end_to_end_against_the_reference():
     assert scores["b"].kind == "scaled" and scores["untrained"].kind == "untouched"
     assert out["untrained"] is task["untrained"] and out["other_shape"] is task["other_shape"]
     assert "other_shape" not in scores
+
+
+def test_alpha_from_the_inputs_is_the_mean_of_their_task_vector_norms():
+    g = torch.Generator().manual_seed(5)
+    pre = {"w": torch.randn(6, 4, generator=g), "b": torch.randn(4, generator=g)}
+    inputs = [{n: t + s * torch.randn(t.shape, generator=g) for n, t in pre.items()} for s in (0.1, 0.3)]
+    own = [math.sqrt(sum(float(((m[n] - pre[n]).double() ** 2).sum()) for n in pre)) for m in inputs]
+    assert inputs_task_norm(pre, inputs, pre) == pytest.approx(sum(own) / 2, rel=1e-5)
+    delta = {n: torch.randn(t.shape, generator=g) for n, t in pre.items()}
+    # one input: the reference's own-norm alpha
+    _, alpha, _ = reinject(inputs[0], pre, delta, beta=0.2, task_norm=inputs_task_norm(pre, inputs[:1], pre))
+    _, reference, _ = reinject(inputs[0], pre, delta, beta=0.2)
+    assert alpha == pytest.approx(reference, rel=1e-5)

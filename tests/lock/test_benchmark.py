@@ -16,6 +16,11 @@ def test_protect_benchmark_small_mode(tmp_path):
     # The headline figures come from the per-round samples (medians), not from a best or a single round.
     med = {label: statistics.median(s["seconds"] for s in runs) for label, runs in samples.items()}
     assert warm["startup_seconds"] == med["protect_tiny"]
+    # The start-up floor (torch + the self-check's modeling module, nothing of guard) is measured in the same
+    # rounds; guard's own share of the start-up is the difference.
+    assert warm["startup_floor_seconds"] == med["import_floor"] > 0
+    assert warm["startup_over_floor_seconds"] == med["protect_tiny"] - med["import_floor"]
+    assert all(s["cpu_seconds"] > 0 for s in samples["import_floor"])
     # On a 29 MB model the marginal time can drown in the start-up's noise: then no rate is claimed.
     rate = warm["protect_marginal_bytes_per_s"]
     if med["protect"] > med["protect_tiny"]:

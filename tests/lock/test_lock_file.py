@@ -99,6 +99,25 @@ def test_tampered_lock_file_is_refused_before_writing(siblings, tmp_path, change
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tampered"]  # nothing written, no staging left
 
 
+def test_unlock_of_a_validated_model_dir_reads_the_lock_file_it_validated(siblings, tmp_path):
+    """unlock_model(ModelDir) (what safe-merge passes for a verified input) reads guard_lock.json through the
+    ModelDir: a lock file swapped after validation, even for one with the same MAC-valid content of another
+    run, is refused as changed instead of being read again by path."""
+    from guard.artifacts import open_model_dir
+
+    key, _, first, second = siblings
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    validated = open_model_dir(copy)
+    assert unlock_model(validated, tmp_path / "ok", key=key).out_dir.is_dir()  # unchanged: unlocks
+    (copy / LOCK_FILE).unlink()
+    shutil.copyfile(second / LOCK_FILE, copy / LOCK_FILE)  # a valid lock file, but not the one validated
+    with pytest.raises(GuardError) as info:
+        unlock_model(validated, tmp_path / "out", key=key)
+    assert info.value.exit_code == 2 and info.value.rule == "file-changed", info.value.one_line()
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("field", ["nonce", "key_id"])
 def test_changed_nonce_or_key_id_reads_as_a_wrong_key(siblings, tmp_path, field):
     key, _, first, second = siblings

@@ -12,7 +12,7 @@ from guard.artifacts import open_model_dir
 from guard.errors import InputError
 from guard.merge import merge_state_dicts
 from guard.merge.config import parse_merge_config
-from guard.merge.engine import MergeJob, TensorHook, run_merge
+from guard.merge.engine import MergeJob, TensorHook, merged_tensors, run_merge
 
 
 def _job(base, experts, *, method="ties", params=None, hooks=(), **top):
@@ -39,6 +39,22 @@ def test_output_mirrors_the_base_shards_and_equals_the_in_memory_merge(merge_inp
     got = dict(out.iter_tensors())
     assert all(torch.equal(got[k], expected[k]) for k in expected)
     assert summary.tensors == len(src.tensors) and progress[-1] == summary.input_bytes
+
+
+def test_merged_tensors_streams_what_run_merge_writes_without_writing(merge_inputs, tmp_path):
+    # dare_ties draws random masks: the stream must make the same draws in the same order as run_merge.
+    base, experts = merge_inputs
+    run_merge(_job(base, experts, method="dare_ties"), tmp_path / "out")
+    written = dict(open_model_dir(tmp_path / "out").iter_tensors())
+    source = dict(open_model_dir(base).iter_tensors())
+    streamed = {}
+    for item in merged_tensors(_job(base, experts, method="dare_ties")):
+        assert torch.equal(item.base, source[item.name])
+        streamed[item.name] = item.merged
+    assert list(streamed) == sorted(written)
+    assert all(torch.equal(streamed[k].to(written[k].dtype), written[k]) for k in written)
+    assert any(not torch.equal(written[k], source[k]) for k in written)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_dtype_and_out_dtype(merge_inputs, tmp_path):

@@ -78,6 +78,29 @@ def test_enchtable_reinjects_the_checked_safety_vector_exactly_as_the_reference(
     assert recorded["value"] == pytest.approx(alpha, rel=1e-6) and len(recorded["details"]["scores"]) == len(scores)
 
 
+def test_enchtable_alpha_from_the_inputs_scales_delta_to_the_merged_models_norms(workspace):
+    from guard.defenses.enchtable.interference import inputs_task_norm, reinject
+    from guard.merge import merge_state_dicts
+
+    vector, delta = _safety_vector(workspace)
+    config = _with_guard(workspace, workspace.config(method="task_arithmetic"),
+                         {"enchtable": {"vector": str(vector), "alpha": "inputs", "beta": 0.5}})
+    record, out = _run(workspace, config)
+    assert record.verdict == "merged", [c.one_line() for c in record.refusals()]
+    base = dict(open_model_dir(workspace.base).iter_tensors())
+    experts = [dict(open_model_dir(e).iter_tensors()) for e in workspace.experts]
+    merged = merge_state_dicts("task_arithmetic", base, experts, weight=0.5)
+    norm = inputs_task_norm(base, experts, delta)
+    expected, alpha, _ = reinject(merged, base, delta, beta=0.5, task_norm=norm)
+    _, own_alpha, _ = reinject(merged, base, delta, beta=0.5)
+    check = next(c for c in record.checks if c.check == "enchtable")
+    assert check.details["alpha_from"] == "inputs" and check.details["tau_norm"] == pytest.approx(norm, rel=1e-5)
+    assert check.value == pytest.approx(alpha, rel=1e-5) and alpha != pytest.approx(own_alpha, rel=1e-3)
+    got = dict(open_model_dir(out).iter_tensors())
+    for name in got:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6)
+
+
 def test_an_unsigned_safety_vector_refuses_the_merge(workspace):
     vector, _ = _safety_vector(workspace, sign=False)
     config = _with_guard(workspace, workspace.config(method="task_arithmetic"), {"enchtable": {"vector": str(vector)}})

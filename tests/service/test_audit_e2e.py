@@ -21,6 +21,7 @@ from guard.service.store import JobStore
 from guard.service.trust import TrustPolicy
 from guard.service.worker import Worker
 from guard.testing.fake_hub import FakeHub
+from tests.probes.conftest import lm_zoo  # noqa: F401  (the fixture)
 from tests.service.helpers import SECRET, serving
 
 pytestmark = pytest.mark.slow
@@ -202,3 +203,62 @@ def test_endless_certificate_chain_costs_bounded_time(world, tmp_path):
     result = json.loads(job.result)
     assert any(c["status"] == "fail" and c["id"] in ("signature", "resources") for c in result["checks"])
     assert elapsed < 60
+
+
+def test_the_audit_probes_uploads_against_the_base_and_peers(online, lm_zoo, tmp_path):
+    """The small LM zoo on the fake Hub: the BadNets expert is flagged (warn, the default action) with the
+    probe's number and threshold, in the record, the comment and the dashboard's plots; a clean expert of the
+    same base passes; an upload whose card names no base gets "skip" with the reason."""
+    family = lm_zoo["family"]
+    card = "---\nbase_model: zoo/base\n---\n# {}\n"
+    uploads = {}
+    for name, src in {"badnets": lm_zoo["badnets"], "sort": family.experts["sort"]}.items():
+        uploads[name] = tmp_path / "uploads" / name
+        shutil.copytree(src, uploads[name])
+        (uploads[name] / "README.md").write_text(card.format(name))
+    uploads["nobase"] = tmp_path / "uploads" / "nobase"
+    shutil.copytree(family.experts["sort"], uploads["nobase"])
+    (uploads["nobase"] / "README.md").write_text("---\nlicense: mit\n---\n# no base named\n")
+    peers = [f"zoo/{t}" for t in family.experts]  # the clean experts; an upload is never its own peer
+    trust = TrustPolicy.model_validate({"default": {"probes": {"peers": peers}}})
+    limits = SandboxLimits(memory_bytes=3 << 30, wall_s=300)
+    with FakeHub() as hub:
+        hub.push("zoo/base", family.base)
+        for task, path in family.experts.items():
+            hub.push(f"zoo/{task}", path)
+        config = ServiceConfig(webhook_secret=SECRET, database=str(tmp_path / "serve.db"), trust=trust,
+                               hub={"endpoint": hub.endpoint, "token": "hf_fake_guard_token"}, sandbox=limits,
+                               work_dir=tmp_path)
+        store = JobStore(config.database)
+        from guard.service.store import JobKey
+
+        repos = {"badnets": "up/badnets", "sort": "zoo/sort", "nobase": "up/nobase"}  # a new revision of a peer
+        shas = {name: hub.push(repos[name], path) for name, path in uploads.items()}
+        store.enqueue([JobKey(repos[name], "refs/heads/main", sha) for name, sha in shas.items()])
+        worker = Worker(store=store, executor=LocalExecutor(limits=limits.model_dump(), work_root=tmp_path / "w"),
+                        config=config)
+        while worker.run_once():
+            pass
+        jobs = {job.repo: job for job in store.jobs()}
+        assert {job.state for job in jobs.values()} == {"done"}, [(j.repo, j.last_error) for j in jobs.values()]
+        comments = {name: hub.comments(repos[name], hub.discussion_list(repos[name])[0].num)[0]["data"]["latest"]["raw"]
+                    for name in uploads}
+        with serving(create_app(config, store)) as url, httpx2.Client(base_url=url) as client:
+            page = client.get(f"/audits/{jobs['up/badnets'].id}").text
+
+    def probes(name):
+        return next(c for c in json.loads(jobs[repos[name]].result)["checks"] if c["id"] == "probes")
+
+    bad = probes("badnets")
+    assert bad["status"] == "warn" and jobs["up/badnets"].verdict == "pass"  # warn: the documented default
+    embedding = next(r for r in bad["details"]["probes"] if r["probe"] == "embedding")
+    assert embedding["flagged"] and embedding["score"] >= embedding["threshold"] == 8.0
+    assert len(bad["details"]["peers"]) == 4 and bad["details"]["base"].startswith("hf:zoo/base@")
+    assert "| Backdoor and safety probes | WARN | 1 of 3 probes flagged" in comments["badnets"]
+    assert "row 7 ('#')" in comments["badnets"] and "threshold 8)" in comments["badnets"]
+    assert '<svg class="plot"' in page and "embedding: row outlier score" in page
+    clean = probes("sort")
+    assert clean["status"] == "pass" and len(clean["details"]["peers"]) == 3, clean["message"]  # never its own peer
+    assert "| Backdoor and safety probes | PASS |" in comments["sort"]
+    none = probes("nobase")
+    assert none["status"] == "skip" and "the model card names no base_model" in none["message"]

@@ -81,6 +81,8 @@ def test_dashboard_renders_in_chromium(audited_store, tmp_path):
             # one point per layer per series (attention, mlp) of the tiny 2-layer Llama
             assert page.locator("#check-mergelock svg.plot circle").count() == 4
             assert page.locator("#check-weights svg.plot").count() == 1
+            # the probes' own plots (canonical: kept share and moved units per block; geometry: per tensor)
+            assert page.locator("#check-probes svg.plot").count() >= 2
             audit_png = page.screenshot(path=str(tmp_path / "audit.png"), full_page=True)
             plot_png = plots.first.screenshot()
         finally:

@@ -31,7 +31,10 @@ class DamHook(TensorHook):
         index = self._index[name]
         mask = self.result.masks[name].to(device=group.base.device, dtype=group.base.dtype)
         base = group.base
-        group.models = [base + mask * (model - base) for model in group.models]
+        if mask.dim() > base.dim():  # backdoor_mask: per_model, one mask per model
+            group.models = [base + m * (model - base) for m, model in zip(mask, group.models)]
+        else:
+            group.models = [base + mask * (model - base) for model in group.models]
         group.model_params = [params.model_copy(update={"weight": float(self.result.coefficients[i, index])})
                               for i, params in enumerate(group.model_params)]
         group.params = group.params.model_copy(update={"scale": 1.0, "normalize": False})

@@ -12,6 +12,8 @@ One outer step (reference notes §2.4; the released code's order):
      The Task-Shared mask takes a step on the clean entropy alone, then the Backdoor-Detection mask a
      step on the clean entropy plus `beta * R`: only the Backdoor-Detection mask sees the perturbed
      inputs, so it is the one that drops parameters sensitive to the trigger.
+   With `clean_anchor` > 0 (guard's named option) the clean term also has `clean_anchor * KL(f_plain(x) ||
+   f(x))`, f_plain the same merge without the mask: the mask is held to the merge's own clean predictions.
    `R` is the entropy of the predictions on the perturbed inputs (`consistency: entropy`, the paper's
    and the code's) or `KL(f(x) || f(x + delta))` (`consistency: kl`, guard's named option).
 Then one final mask (a continuous sample, or deterministic) is fixed, renormalised to mean 1 per tensor,
@@ -25,6 +27,7 @@ from a zero gradient.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -63,14 +66,18 @@ class TaskVectors:
         return next(iter(self.vectors.values())).shape[0]
 
     def merged(self, coefficients: torch.Tensor, mask: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """theta0 + sum_i lambda[i, l] (m * tau_i) for every DAM tensor l; `coefficients` [models, tensors]."""
+        """theta0 + sum_i lambda[i, l] (m * tau_i) for every DAM tensor l; `coefficients` [models, tensors];
+        a mask of the tensor's shape is shared by the models, one of shape [models, *shape] is per model."""
         out = dict(self.fixed)
         for index, name in enumerate(self.names):
             tau = self.vectors[name]
             weights = coefficients[:, index].reshape(-1, *([1] * (tau.dim() - 1)))
-            delta = (weights * tau).sum(0)
-            if mask is not None:
-                delta = delta * mask[name]
+            if mask is not None and mask[name].dim() == tau.dim():
+                delta = (weights * mask[name] * tau).sum(0)
+            else:
+                delta = (weights * tau).sum(0)
+                if mask is not None:
+                    delta = delta * mask[name]
             out[name] = self.base[name] + delta
         return out
 
@@ -81,7 +88,7 @@ class TaskVectors:
 @dataclasses.dataclass
 class DamResult:
     names: list[str]
-    masks: dict[str, torch.Tensor]  # the final masks (renormalised, full shape, float32, CPU)
+    masks: dict[str, torch.Tensor]  # the final masks (renormalised, full shape or [models, *shape], float32, CPU)
     coefficients: torch.Tensor  # [models, tensors]
     initial: torch.Tensor  # lambda_0, [models, tensors]
     kept: dict[str, float]  # share of each tensor's entries the final mask keeps (> 0)
@@ -137,14 +144,40 @@ def _detached(mask: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in mask.items()}
 
 
-def _combine(*samples: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _renormalise(mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Mean 1 per tensor, or per model's slice for a per-model mask ([models, *shape])."""
+    if mask.dim() == len(shape):
+        return renormalise(mask)
+    return torch.stack([renormalise(m) for m in mask])
+
+
+def _combine(*samples: Mapping[str, torch.Tensor], shapes: Mapping[str, torch.Size]) -> dict[str, torch.Tensor]:
     out = {}
     for name in samples[0]:
         value = samples[0][name]
         for other in samples[1:]:
             value = value * other[name]
-        out[name] = renormalise(value)
+        out[name] = _renormalise(value, shapes[name])
     return out
+
+
+class PerModelMask:
+    """One ConcreteMask per merged model, sampled as [models, *shape] (`backdoor_mask: per_model`)."""
+
+    def __init__(self, models: int, shapes: Mapping[str, torch.Size], **kwargs):
+        self.masks = [ConcreteMask(shapes, **kwargs) for _ in range(models)]
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for m in self.masks for p in m.parameters()]
+
+    def _stacked(self, draws: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return {n: torch.stack([d[n] for d in draws]) for n in draws[0]}
+
+    def sample(self, *, temperature: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self._stacked([m.sample(temperature=temperature, generator=generator) for m in self.masks])
+
+    def final(self, kind, *, temperature: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self._stacked([m.final(kind, temperature=temperature, generator=generator) for m in self.masks])
 
 
 def run_dam(vectors: TaskVectors, tasks, settings: DamSettings, *, initial: torch.Tensor | Sequence[float] | None = None,
@@ -174,9 +207,11 @@ def run_dam(vectors: TaskVectors, tasks, settings: DamSettings, *, initial: torc
     shapes = {n: vectors.base[n].shape for n in vectors.names}
     mask_kwargs = dict(granularity=settings.granularity, block=settings.block, initial_logit=settings.initial_logit,
                        device=device)
-    masks = [ConcreteMask(shapes, **mask_kwargs)]
-    if settings.mode == "paper":
-        masks.append(ConcreteMask(shapes, **mask_kwargs))  # [0] Task-Shared, [1] Backdoor-Detection
+    # the mask that sees the trigger is per model with `backdoor_mask: per_model`
+    per_model = settings.backdoor_mask == "per_model"
+    sees_trigger = PerModelMask(models, shapes, **mask_kwargs) if per_model else ConcreteMask(shapes, **mask_kwargs)
+    masks = [sees_trigger] if settings.mode == "code" else [ConcreteMask(shapes, **mask_kwargs), sees_trigger]
+    # paper: [0] Task-Shared, [1] Backdoor-Detection
     mask_optimisers = [torch.optim.Adam(m.parameters(), lr=settings.mask_lr) for m in masks]
     lam = start.clone().requires_grad_(True)
     inner = torch.optim.Adam([lam], lr=settings.inner_lr)
@@ -188,7 +223,7 @@ def run_dam(vectors: TaskVectors, tasks, settings: DamSettings, *, initial: torc
 
     for step in range(settings.steps):
         samples = [m.sample(temperature=temperature, generator=generator) for m in masks]
-        combined = _combine(*samples)
+        combined = _combine(*samples, shapes=shapes)
         # (1) inner step on the coefficients, mask detached
         with torch.no_grad():
             lam.copy_(start)
@@ -215,12 +250,20 @@ def run_dam(vectors: TaskVectors, tasks, settings: DamSettings, *, initial: torc
         # (3) masks
         batches = [tasks.draw(t, generator, settings.batch) for t in range(models)]
 
+        anchors = None
+        if settings.clean_anchor > 0:  # the unmasked merge's clean predictions, the anchor's target
+            with torch.no_grad():
+                plain = vectors.merged(adapted)
+                anchors = [tasks.logits(plain, t, batches[t]) for t in range(models)]
+
         def objective(mask, *, with_trigger: bool) -> tuple[torch.Tensor, float, float]:
             merged = vectors.merged(adapted, mask)
             clean_total, regular_total = 0.0, 0.0
             for t in range(models):
                 clean = tasks.logits(merged, t, batches[t])
                 clean_total = clean_total + entropy(clean)
+                if anchors is not None:
+                    clean_total = clean_total + settings.clean_anchor * consistency_term(anchors[t], clean, "kl")
                 if with_trigger:
                     perturbed = tasks.logits(merged, t, tasks.perturb(batches[t], triggers[t].detach(), clamp=True))
                     regular_total = regular_total + consistency_term(clean, perturbed, settings.consistency)
@@ -235,11 +278,11 @@ def run_dam(vectors: TaskVectors, tasks, settings: DamSettings, *, initial: torc
         else:
             shared, detect = samples
             mask_optimisers[0].zero_grad(set_to_none=True)
-            loss, nat, _ = objective(_combine(shared, _detached(detect)), with_trigger=False)
+            loss, nat, _ = objective(_combine(shared, _detached(detect), shapes=shapes), with_trigger=False)
             loss.backward()
             mask_optimisers[0].step()
             mask_optimisers[1].zero_grad(set_to_none=True)
-            loss, _, reg = objective(_combine(_detached(shared), detect), with_trigger=True)
+            loss, _, reg = objective(_combine(_detached(shared), detect, shapes=shapes), with_trigger=True)
             loss.backward()
             mask_optimisers[1].step()
         if step % history_every == 0 or step == settings.steps - 1:
@@ -249,9 +292,9 @@ def run_dam(vectors: TaskVectors, tasks, settings: DamSettings, *, initial: torc
             progress(step + 1, total, "dam: masks")
 
     drawn = [_detached(m.final(settings.final_mask, temperature=temperature, generator=generator)) for m in masks]
-    raw = {n: torch.stack([d[n] for d in drawn]).prod(0) for n in vectors.names}
+    raw = {n: functools.reduce(torch.mul, [d[n] for d in drawn]) for n in vectors.names}
     kept = {n: float((raw[n] > 0.5).float().mean()) for n in vectors.names}  # > 0.5: kept (exact for 0/1 masks)
-    final = {n: renormalise(raw[n]) for n in vectors.names}
+    final = {n: _renormalise(raw[n], shapes[n]) for n in vectors.names}
     # AdaMerging on the coefficients with the final mask
     lam = start.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([lam], lr=settings.adamerging_lr)

@@ -50,6 +50,16 @@ class DamSettings(pydantic.BaseModel):
         "small triggers such as backdoor patches rather than diffuse adversarial noise")
     trigger_area: float = pydantic.Field(default=1.0, ge=0, description="blend trigger: weight of the mask's mean "
                                          "(area) penalty in the trigger step")
+    backdoor_mask: Literal["shared", "per_model"] = pydantic.Field(
+        default="shared", description="shared: one mask over the merged task vector (the paper's and the code's); "
+        "per_model: guard's named option: the mask that sees the surrogate trigger (code: the one mask; paper: the "
+        "Backdoor-Detection mask) has its own cells per merged model, so the parameters it drops are dropped from "
+        "the task vector that carries the backdoor, not from every contributor's")
+    clean_anchor: float = pydantic.Field(
+        default=0.0, ge=0, description="guard's named option: weight of KL(f_plain(x) || f(x)) on clean inputs in "
+        "the mask step, f_plain the merge with the same coefficients and no mask. 0: the paper's and code's "
+        "entropy-only clean term, which rewards confident predictions rather than the merge's own, so a mask "
+        "that drops what the trigger implicates may also drop what the clean tasks need")
     soft_tokens: int = pydantic.Field(default=1, ge=1, description="LMs: embedding-space soft-prompt length")
     answer_tokens: int = pydantic.Field(default=8, ge=1, description="LMs: greedy continuation length scored")
     exclude: tuple[str, ...] = pydantic.Field(

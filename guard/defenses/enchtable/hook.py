@@ -10,14 +10,14 @@ plain merge in docs/enchtable.md); the merge itself then streams as usual with t
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 
 import torch
 
-from guard.artifacts.dtypes import FLOAT_DTYPES
 from guard.defenses.enchtable.interference import TensorScore, adaptive_scale, score_tensor
-from guard.merge.engine import MergeJob, TensorHook
+from guard.merge.engine import MergeJob, TensorHook, merged_tensors
 
 
 class EnchTableHook(TensorHook):
@@ -59,35 +59,33 @@ class EnchTableHook(TensorHook):
 
 def task_vector_norm(job: MergeJob, names: set[str]) -> float:
     """||theta_merged - theta_base|| over `names`: the job's merge run tensor by tensor (with the hooks it
-    already has, e.g. DAM's) without writing anything. Uses the engine's own per-tensor merge so the
-    pass computes exactly what the streaming merge will (same parameters, same random draws)."""
-    from guard.merge.engine import _merge_one, _ParameterCache, _Readers, check_inputs, resolve_device
-
-    check_inputs(job)
-    device = resolve_device(job.device)
-    layout, inputs = job.layout, job.inputs()
-    generator = torch.Generator(device=device).manual_seed(job.seed) if job.method.random else None
-    parameters = _ParameterCache(job)
-    readers = _Readers(inputs)
+    already has, e.g. DAM's) without writing anything, through the engine's own stream
+    (`guard.merge.engine.merged_tensors`), so the pass computes exactly what the streaming merge will
+    (same parameters, same random draws)."""
     squares = 0.0
-    try:
-        for name in sorted(layout.tensors):
-            info = layout.tensors[name]
-            if info.dtype not in FLOAT_DTYPES or info.dtype == "C64":
-                continue
-            tensors = [readers.read(i, name) for i in range(len(inputs))]
-            base = tensors[0].float()
-            merged = _merge_one(job, name, tensors, job.base is not None, device, generator, parameters)
-            if name in names:
-                squares += float((merged.float().cpu() - base).pow(2).sum())
-    finally:
-        readers.close()
+    with contextlib.closing(merged_tensors(job)) as stream:
+        for item in stream:
+            if item.name in names and item.floating and item.base is not None:
+                squares += float((item.merged.float().cpu() - item.base.float()).pow(2).sum())
     return math.sqrt(squares)
 
 
-def alpha_for(job: MergeJob, delta: Mapping[str, torch.Tensor], *, beta: float) -> tuple[float, float, float]:
-    """(alpha, ||tau||, ||Delta||) over the tensors the safety vector and the merge share."""
+def inputs_norm(job: MergeJob, names: set[str]) -> float:
+    """guard's `alpha: inputs`: the mean over the merged models of ||theta_i - theta_base|| over `names`
+    (guard.defenses.enchtable.interference.inputs_task_norm), read tensor by tensor; no merge pass."""
+    squares = [0.0] * len(job.models)
+    for name in sorted(names):
+        base = job.base.get_tensor(name).float()
+        for i, model in enumerate(job.models):
+            squares[i] += float((model.get_tensor(name).float() - base).pow(2).sum())
+    return sum(math.sqrt(s) for s in squares) / max(len(squares), 1)
+
+
+def alpha_for(job: MergeJob, delta: Mapping[str, torch.Tensor], *, beta: float,
+              scale_to: str = "merge") -> tuple[float, float, float]:
+    """(alpha, ||tau||, ||Delta||) over the tensors the safety vector and the merge share; ||tau|| is the
+    merge's own (`scale_to="merge"`, the reference) or the mean of the merged models' (`"inputs"`)."""
     shared = {n for n, d in delta.items() if n in job.layout.tensors and tuple(job.layout.tensors[n].shape) == tuple(d.shape)}
-    tau_norm = task_vector_norm(job, shared)
+    tau_norm = inputs_norm(job, shared) if scale_to == "inputs" else task_vector_norm(job, shared)
     delta_norm = math.sqrt(sum(float(delta[n].float().pow(2).sum()) for n in shared))
     return adaptive_scale(tau_norm, delta_norm, beta=beta), tau_norm, delta_norm

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
@@ -76,15 +76,28 @@ def score_tensor(name: str, tau: torch.Tensor, scaled_delta: torch.Tensor, *, ga
     return TensorScore(name, "matrix", interference=score, weight=math.exp(-score))
 
 
+def inputs_task_norm(pre: Mapping[str, torch.Tensor], inputs: Sequence[Mapping[str, torch.Tensor]],
+                     names: Iterable[str]) -> float:
+    """guard's `alpha: inputs`: the mean over a merge's inputs of ||theta_i - pre|| (over `names`), the
+    size of one fine-tune, so the safety vector's scale does not depend on how many models were merged
+    or on how the merge method rescales their sum (a single model: its own ||tau||, the reference's)."""
+    names = list(names)
+    norms = [global_norm(float((model[n].float() - pre[n].float()).pow(2).sum()) for n in names) for model in inputs]
+    return sum(norms) / len(norms)
+
+
 def reinject(task: Mapping[str, torch.Tensor], pre: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor], *,
-             beta: float = 0.1, gamma_task: float = 0.5, gamma_safety: float = 0.5
+             beta: float = 0.1, gamma_task: float = 0.5, gamma_safety: float = 0.5, task_norm: float | None = None
              ) -> tuple[dict[str, torch.Tensor], float, dict[str, TensorScore]]:
     """In memory: theta_task + Delta' for every tensor of `task` (tau = task - pre). Returns the new state,
-    alpha and the per-tensor scores. The streaming form is guard.defenses.enchtable.hook."""
+    alpha and the per-tensor scores. `task_norm`: the ||tau|| alpha is scaled to, when not tau's own (guard's
+    `alpha: inputs`, see `inputs_task_norm`). The streaming form is guard.defenses.enchtable.hook."""
     shared = [n for n in task if n in delta and n in pre and task[n].shape == delta[n].shape == pre[n].shape
               and task[n].is_floating_point()]
     taus = {n: task[n].float() - pre[n].float() for n in shared}
-    alpha = adaptive_scale(global_norm(float(taus[n].pow(2).sum()) for n in shared),
+    if task_norm is None:
+        task_norm = global_norm(float(taus[n].pow(2).sum()) for n in shared)
+    alpha = adaptive_scale(task_norm,
                            global_norm(float(delta[n].float().pow(2).sum()) for n in shared), beta=beta)
     out, scores = dict(task), {}
     for n in shared:
