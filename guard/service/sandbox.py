@@ -155,7 +155,7 @@ def run_job(spec: dict, *, sandbox_limits: dict | None = None) -> dict:
         return {"verdict": "fail", "checks": [check("download", "Download from the Hub", "fail", exc.one_line(),
                                                     details={"rule": exc.rule})], "model": {}, "base": {}}
     download_s = time.monotonic() - started
-    base_dir, base_ref, base_note = _fetch_base(fetched.model_dir, work, settings, limits)
+    base_dir, base_ref, base_note = _fetch_base(fetched.model_dir, spec["repo"], work, settings, limits)
     trust = RepoTrust.model_validate(spec["trust"])
     peers = _fetch_peers(trust, spec["repo"], work, settings, limits) if base_dir is not None else ()
     request = AuditRequest(repo=spec["repo"], ref=spec["ref"], sha=spec["sha"], model_dir=fetched.model_dir,
@@ -186,33 +186,78 @@ def probe_budget(seconds: float, *, limits: dict | None, started: float) -> floa
     return max(1.0, min(seconds, left))
 
 
-def _fetch_base(model_dir: pathlib.Path, work: pathlib.Path, settings, limits):
-    """The base model the card names (`base_model`), pinned to its current sha and fetched like the model."""
+def _fetch_base(model_dir: pathlib.Path, repo: str, work: pathlib.Path, settings, limits):
+    """The base model the upload names (`named_base`), pinned to its current sha and fetched like the model."""
     from guard.errors import GuardError
     from guard.hub import download_revision, resolve_revision
 
-    readme = model_dir / "README.md"
+    base, why = named_base(model_dir, repo=repo)
+    if base is None:
+        return None, None, why
+    try:
+        base_ref = resolve_revision(base, settings=settings, limits=limits)
+        fetched = download_revision(base_ref, dest=work / "base", settings=settings, limits=limits)
+    except GuardError as exc:
+        return None, None, f"base model {base[:200]!r} ({why}) not fetched: {exc.one_line()}"
+    return fetched.model_dir, str(base_ref), None
+
+
+METADATA_LIMIT = 1 << 20  # a model card or config.json larger than this is not parsed for a base name
+
+
+def named_base(model_dir: pathlib.Path, *, repo: str) -> tuple[str | None, str]:
+    """(the Hub id of the base model the upload names, where it is named) or (None, why none).
+
+    The model card's `base_model` first (the Hub's own field); failing that, config.json's `_name_or_path`,
+    the id the fine-tune was loaded from, which transformers 4.x wrote into saved configs (5.x leaves it
+    out, so many Hub models carry it and new ones do not). Either is the uploader's text: only a valid Hub
+    id other than the upload's own repo is used."""
+    from guard.errors import GuardError
+    from guard.hub.refs import check_repo_id
+
+    card_base, card_why = _card_base(model_dir / "README.md")
+    if card_base is not None:
+        return card_base, "named by the model card's base_model"
+    config = model_dir / "config.json"
+    if not config.is_file():
+        return None, f"{card_why}, and there is no config.json"
+    if config.stat().st_size > METADATA_LIMIT:
+        return None, f"{card_why}, and config.json is over 1 MiB (not parsed)"
+    from guard.artifacts.json_text import parse_json
+
+    try:
+        value, duplicates = parse_json(config.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return None, f"{card_why}, and config.json is not JSON"
+    if duplicates or not isinstance(value, dict):
+        return None, f"{card_why}, and config.json is ambiguous (duplicate keys or not an object)"
+    name = value.get("_name_or_path")
+    try:
+        name = check_repo_id(name)
+    except GuardError:
+        return None, f"{card_why}, and config.json's _name_or_path is not a Hub model id"
+    if name == repo:
+        return None, f"{card_why}, and config.json's _name_or_path is the upload's own repo"
+    return name, "named by config.json's _name_or_path (the model card names none)"
+
+
+def _card_base(readme: pathlib.Path) -> tuple[str | None, str]:
     if not readme.is_file():
-        return None, None, "no model card (README.md), so no base model named"
-    if readme.stat().st_size > 1 << 20:
-        return None, None, "model card over 1 MiB: not parsed, so no base model named"
+        return None, "no model card (README.md), so no base_model named"
+    if readme.stat().st_size > METADATA_LIMIT:
+        return None, "model card over 1 MiB: not parsed, so no base_model named"
     from huggingface_hub.repocard import metadata_load
 
     try:
         meta = metadata_load(readme) or {}
     except Exception as exc:  # noqa: BLE001 - YAML errors of many types: the card is the uploader's text
-        return None, None, f"model card metadata unreadable ({type(exc).__name__}), so no base model named"
+        return None, f"model card metadata unreadable ({type(exc).__name__}), so no base_model named"
     base = meta.get("base_model")
     if isinstance(base, list) and base:
         base = base[0]
     if not isinstance(base, str) or not base:
-        return None, None, "the model card names no base_model"
-    try:
-        base_ref = resolve_revision(base, settings=settings, limits=limits)
-        fetched = download_revision(base_ref, dest=work / "base", settings=settings, limits=limits)
-    except GuardError as exc:
-        return None, None, f"base model {base[:200]!r} not fetched: {exc.one_line()}"
-    return fetched.model_dir, str(base_ref), None
+        return None, "the model card names no base_model"
+    return base, ""
 
 
 def _fetch_peers(trust, repo: str, work: pathlib.Path, settings, limits) -> tuple:
