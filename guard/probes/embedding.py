@@ -59,8 +59,8 @@ def row_scores(inputs, settings) -> dict[str, np.ndarray]:
         if scale <= 0:
             out[name] = np.zeros_like(rows)
             continue
-        peer_rows = [p.stats[name].rows / own_scale(p.stats[name].rows) for p in wp.peers
-                     if name in p.stats and own_scale(p.stats[name].rows) > 0]
+        peer_scaled = [(p.stats[name].rows, own_scale(p.stats[name].rows)) for p in wp.peers if name in p.stats]
+        peer_rows = [peer / peer_scale for peer, peer_scale in peer_scaled if peer_scale > 0]
         furthest = np.max(np.stack(peer_rows), axis=0) if peer_rows else np.zeros_like(rows)
         out[name] = (rows / scale) / (furthest + floor)
     return out

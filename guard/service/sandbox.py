@@ -189,17 +189,24 @@ def probe_budget(seconds: float, *, limits: dict | None, started: float) -> floa
 def _fetch_base(model_dir: pathlib.Path, repo: str, work: pathlib.Path, settings, limits):
     """The base model the upload names (`named_base`), pinned to its current sha and fetched like the model."""
     from guard.errors import GuardError
-    from guard.hub import download_revision, resolve_revision
 
     base, why = named_base(model_dir, repo=repo)
     if base is None:
         return None, None, why
     try:
-        base_ref = resolve_revision(base, settings=settings, limits=limits)
-        fetched = download_revision(base_ref, dest=work / "base", settings=settings, limits=limits)
+        base_ref, base_dir = _fetch_pinned(base, work / "base", settings, limits)
     except GuardError as exc:
         return None, None, f"base model {base[:200]!r} ({why}) not fetched: {exc.one_line()}"
-    return fetched.model_dir, str(base_ref), None
+    return base_dir, base_ref, None
+
+
+def _fetch_pinned(repo_id: str, dest: pathlib.Path, settings, limits) -> tuple[str, pathlib.Path]:
+    """(hf:repo@sha, its directory): another repo the audit compares with, pinned to its current sha and
+    downloaded like the upload (same limits). GuardError when it cannot be."""
+    from guard.hub import download_revision, resolve_revision
+
+    ref = resolve_revision(repo_id, settings=settings, limits=limits)
+    return str(ref), download_revision(ref, dest=dest, settings=settings, limits=limits).model_dir
 
 
 METADATA_LIMIT = 1 << 20  # a model card or config.json larger than this is not parsed for a base name
@@ -264,14 +271,11 @@ def _fetch_peers(trust, repo: str, work: pathlib.Path, settings, limits) -> tupl
     """The trust entry's probe peers (other fine-tunes of the same base), each pinned to its current sha and
     fetched like the model; the upload's own repo is never its own peer. (ref, dir or None, why not) each."""
     from guard.errors import GuardError
-    from guard.hub import download_revision, resolve_revision
 
     peers = []
     for i, peer in enumerate(p for p in trust.probes.peers if p != repo):
         try:
-            ref = resolve_revision(peer, settings=settings, limits=limits)
-            peers.append((str(ref), download_revision(ref, dest=work / f"peer-{i}", settings=settings,
-                                                      limits=limits).model_dir, None))
+            peers.append((*_fetch_pinned(peer, work / f"peer-{i}", settings, limits), None))
         except GuardError as exc:
             peers.append((peer, None, f"not fetched: {exc.one_line()}"))
     return tuple(peers)
